@@ -1,0 +1,185 @@
+"""The recognition engine: image bytes and request options in, the vendor's response out.
+
+No database, no network. Work is done only when the request asks for it: the card is
+located and read once, and every optional output (verification, locations, images)
+is derived from that one reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from idcard.errors import ErrorCode, ServiceError
+from idcard.options import RecognitionOptions
+from worker.recognition import imageio, verification
+from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS, CardFields, parse_back, parse_front
+from worker.recognition.layout import ASPECT, FRONT_PORTRAIT_MM, mm
+from worker.recognition.locate import locate_cards
+from worker.recognition.ocr import OcrEngine, get_ocr
+from worker.recognition.reader import CardRead, read_card
+from worker.recognition.rectify import to_photo
+
+log = logging.getLogger(__name__)
+
+# Candidates tried before giving up with AIS.0104. Each costs one detector pass.
+MAX_CANDIDATES = 4
+
+
+@dataclass
+class ReadSide:
+    read: CardRead
+    fields: CardFields
+
+
+@dataclass
+class Recognition:
+    """Everything learned from one photo; the response is built from this."""
+
+    image: imageio.LoadedImage
+    front: ReadSide | None = None
+    back: ReadSide | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _whole_image_corners(bgr: np.ndarray) -> np.ndarray:
+    h, w = bgr.shape[:2]
+    pts = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    return pts if w >= h else np.roll(pts, -1, axis=0)
+
+
+def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[CardRead]:
+    """Read the card(s) in the photo; two different sides when ``want_two``."""
+    candidates = [c.corners for c in locate_cards(bgr, max_cards=2 if want_two else 1)]
+    h, w = bgr.shape[:2]
+    # A photo cropped to the card has no background to find an edge against.
+    if abs(max(w, h) / min(w, h) - ASPECT) / ASPECT < 0.15:
+        candidates.append(_whole_image_corners(bgr))
+    reads: list[CardRead] = []
+    tried = 0
+    for corners in candidates:
+        if tried >= MAX_CANDIDATES + (2 if want_two else 0):
+            break
+        if any(_overlaps(corners, r.corners) for r in reads):
+            continue
+        tried += 1
+        r = read_card(ocr, bgr, corners)
+        if r.side is None:
+            continue
+        if want_two and any(x.side == r.side for x in reads):
+            continue
+        reads.append(r)
+        if len(reads) == (2 if want_two else 1):
+            break
+    return reads
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    inter, _ = cv2.intersectConvexConvex(a.astype(np.float32), b.astype(np.float32))
+    small = min(cv2.contourArea(a.astype(np.float32)), cv2.contourArea(b.astype(np.float32)))
+    return small > 0 and inter / small > 0.3
+
+
+def analyse(image: imageio.LoadedImage, options: RecognitionOptions) -> Recognition:
+    ocr = get_ocr()
+    rec = Recognition(image=image)
+    t0 = time.perf_counter()
+    reads = find_and_read(image.bgr, options.side == "double_side", ocr)
+    rec.timings["read"] = time.perf_counter() - t0
+    for r in reads:
+        if r.side == "front" and rec.front is None:
+            rec.front = ReadSide(r, parse_front(r.lines))
+        elif r.side == "back" and rec.back is None:
+            rec.back = ReadSide(r, parse_back(r.lines))
+    if rec.front is None and rec.back is None:
+        raise ServiceError(ErrorCode.NO_CARD, "no ID card found in the image, or too poor to read")
+    return rec
+
+
+def recognize(
+    image_bytes: bytes,
+    options: RecognitionOptions | None = None,
+    today: dt.date | None = None,
+) -> dict:
+    """The vendor response body ``{"result": {...}}`` for one image.
+
+    Raises :class:`ServiceError` with an ``AIS.*`` code for every failure.
+    """
+    options = options or RecognitionOptions()
+    today = today or verification.china_today()
+    image = imageio.load_image(image_bytes)
+    try:
+        rec = analyse(image, options)
+        return {"result": build_result(rec, options, today)}
+    except ServiceError:
+        raise
+    except Exception:  # noqa: BLE001 - any engine bug must surface as AIS.0105, not a trace
+        log.exception("recognition failed")
+        raise ServiceError(ErrorCode.RECOGNITION_FAILED, "recognition failed inside the service")
+
+
+# --- building the response -------------------------------------------------------------
+
+def _text_location(side: ReadSide, names: tuple[str, ...]) -> dict[str, list[list[int]]]:
+    out = {}
+    for name in names:
+        quad = side.fields.quads.get(name)
+        if quad is not None:
+            pts = to_photo(quad, side.read.photo_to_card)
+            out[name] = [[int(round(x)), int(round(y))] for x, y in pts]
+    return out
+
+
+def _portrait_quad(side: ReadSide) -> np.ndarray:
+    x0, y0, x1, y1 = (mm(v) for v in FRONT_PORTRAIT_MM)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+
+
+def _side_result(rec: Recognition, side_name: str, options: RecognitionOptions,
+                 today: dt.date, double: bool) -> dict:
+    side = rec.front if side_name == "front" else rec.back
+    if side is None:
+        return {}
+    names = FRONT_FIELDS if side_name == "front" else BACK_FIELDS
+    res: dict = {name: side.fields.values.get(name, "") for name in names}
+    if options.wants("return_verification"):
+        front_fields = None
+        if double and side_name == "back" and rec.front is not None:
+            front_fields = rec.front.fields.values
+        res["verification_result"] = verification.side_verification(
+            side_name, res, today, double_side=double, front_fields=front_fields,
+        )
+    if options.wants("return_text_location"):
+        res["text_location"] = _text_location(side, names)
+    if options.wants("return_portrait_image"):
+        if side_name == "front":
+            x0, y0, x1, y1 = (int(round(mm(v))) for v in FRONT_PORTRAIT_MM)
+            res["portrait_image"] = imageio.encode_jpeg_base64(side.read.card[y0:y1, x0:x1])
+        else:
+            res["portrait_image"] = ""
+    if options.wants("return_portrait_location"):
+        if side_name == "front":
+            pts = to_photo(_portrait_quad(side), side.read.photo_to_card)
+            res["portrait_location"] = [[int(round(x)), int(round(y))] for x, y in pts]
+        else:
+            res["portrait_location"] = []
+    if options.wants("return_adjusted_image"):
+        res["adjusted_image"] = imageio.encode_jpeg_base64(side.read.card)
+    return res
+
+
+def build_result(rec: Recognition, options: RecognitionOptions, today: dt.date) -> dict:
+    if options.side == "double_side":
+        return {
+            "front": _side_result(rec, "front", options, today, double=True),
+            "back": _side_result(rec, "back", options, today, double=True),
+        }
+    side_name = "front" if rec.front is not None else "back"
+    if options.side in ("front", "back") and getattr(rec, options.side) is not None:
+        side_name = options.side
+    return _side_result(rec, side_name, options, today, double=False)

@@ -1,0 +1,237 @@
+"""Turn the recognised lines of an upright card into the vendor's fields.
+
+The card's layout is fixed, so a line's position says which field it is; its label
+(姓名, 住址 ...) confirms it when the detector kept label and value together. What is
+known about the values is used to read better than generic OCR: the ID number's
+checksum, the closed list of ethnic groups, real calendar dates, and the birth date and
+sex that the number itself carries.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.recognition import dates, ethnicity, idnumber
+from worker.recognition.layout import (
+    FRONT_NUMBER_ROW_Y_MM,
+    FRONT_TEXT_MAX_X_MM,
+    FRONT_VALUE_X_MM,
+    mm,
+)
+from worker.recognition.ocr import TextLine
+
+FRONT_FIELDS = ("name", "sex", "ethnicity", "birth", "address", "number")
+BACK_FIELDS = ("issue", "valid_from", "valid_to")
+
+_LABEL_RE = re.compile(
+    r"^(姓\s*名|性\s*别|民\s*族|出\s*生|住\s*址|公民身份号码|公民身份号|身份号码|签发机关|有效期限)"
+)
+_CONFUSED_DIGITS = str.maketrans({
+    "O": "0", "o": "0", "D": "0", "Q": "0", "I": "1", "l": "1", "|": "1", "i": "1",
+    "Z": "2", "z": "2", "S": "5", "s": "5", "B": "8", "G": "6", "b": "6", "g": "9",
+    "x": "X", "×": "X", "Х": "X", "χ": "X",
+})
+_MIDDLE_DOTS = "·•・.。‧∙⋅-—"
+
+
+@dataclass
+class CardFields:
+    values: dict[str, str] = field(default_factory=dict)
+    # Card-coordinate quads (4×2) of each field's value, for text_location.
+    quads: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def strip_label(text: str) -> str:
+    return _LABEL_RE.sub("", text, count=1)
+
+
+def _union_quad(lines: list[TextLine]) -> np.ndarray:
+    pts = np.concatenate([ln.quad for ln in lines])
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+
+
+def _rows(lines: list[TextLine]) -> list[list[TextLine]]:
+    """Group lines whose vertical extents overlap into rows, top to bottom."""
+    rows: list[list[TextLine]] = []
+    for ln in sorted(lines, key=lambda ln: ln.cy):
+        if rows:
+            last = rows[-1]
+            top = min(x.y0 for x in last)
+            bottom = max(x.y1 for x in last)
+            overlap = min(bottom, ln.y1) - max(top, ln.y0)
+            if overlap > 0.5 * min(ln.height, bottom - top):
+                last.append(ln)
+                continue
+        rows.append([ln])
+    return [_drop_label_overlaps(sorted(r, key=lambda ln: ln.x0)) for r in rows]
+
+
+def _drop_label_overlaps(row: list[TextLine]) -> list[TextLine]:
+    """Drop a label line whose tail overlaps the value line next to it.
+
+    The detector sometimes returns both "label + first character" and the whole value;
+    the first character would then be read twice.
+    """
+    out = []
+    for a in row:
+        has_label = _LABEL_RE.match(a.text) is not None
+        clash = any(
+            b is not a and b.x0 > a.x0
+            and min(a.x1, b.x1) - max(a.x0, b.x0) > 0.3 * min(a.x1 - a.x0, b.x1 - b.x0)
+            for b in row
+        )
+        if not (has_label and clash):
+            out.append(a)
+    return out
+
+
+def _row_text(row: list[TextLine]) -> str:
+    return "".join(ln.text for ln in row)
+
+
+def _number_candidate(text: str) -> str:
+    t = strip_label(text).translate(_CONFUSED_DIGITS)
+    return re.sub(r"[^0-9X]", "", t)
+
+
+def parse_front(lines: list[TextLine]) -> CardFields:
+    out = CardFields()
+    # The number: the line with the most digits, in the bottom part of the card.
+    best, best_digits = None, 0
+    for ln in lines:
+        cand = _number_candidate(ln.text)
+        if len(cand) >= 15 and len(cand) > best_digits and ln.cy > mm(30):
+            best, best_digits = ln, len(cand)
+    number_y = mm(FRONT_NUMBER_ROW_Y_MM)
+    if best is not None:
+        number_y = best.cy
+        out.values["number"] = idnumber.repair_number(_number_candidate(best.text))
+        out.quads["number"] = best.quad
+    # Text in the left column above the number row; the portrait side is excluded.
+    column = [
+        ln for ln in lines
+        if ln is not best and ln.x0 < mm(FRONT_TEXT_MAX_X_MM) and ln.cy < number_y - mm(3)
+    ]
+    # Lines that are only a label carry no value.
+    values = [ln for ln in column if strip_label(ln.text).strip()]
+    rows = _rows(values)
+
+    def row_with(pred) -> int | None:
+        for i, r in enumerate(rows):
+            if pred(r):
+                return i
+        return None
+
+    sex_i = row_with(lambda r: re.search("[男女]", strip_label(_row_text(r))) is not None
+                     or "民族" in _row_text(r) or "性别" in _row_text(r))
+    birth_i = row_with(lambda r: re.search(r"\d{3,4}.*[年月日]|\d{4}", _row_text(r)) is not None)
+    if sex_i is None and birth_i is not None and birth_i >= 1:
+        sex_i = birth_i - 1
+    if birth_i is None and sex_i is not None and sex_i + 1 < len(rows):
+        birth_i = sex_i + 1
+    name_i = (sex_i - 1) if sex_i else (0 if rows and sex_i is None and birth_i != 0 else None)
+
+    if name_i is not None and name_i >= 0:
+        row = [ln for ln in rows[name_i] if ln.x1 > mm(FRONT_VALUE_X_MM - 2)]
+        if row:
+            out.values["name"] = _clean_name("".join(strip_label(ln.text) for ln in row))
+            out.quads["name"] = _union_quad(row)
+    if sex_i is not None:
+        _parse_sex_row(rows[sex_i], out)
+    if birth_i is not None:
+        row = rows[birth_i]
+        text = strip_label(_row_text(row))
+        parsed = dates.parse_birth(text)
+        if parsed:
+            out.values["birth"] = parsed
+        out.quads["birth"] = _union_quad(row)
+    start = (birth_i + 1) if birth_i is not None else (sex_i + 2 if sex_i is not None else None)
+    if start is not None and start < len(rows):
+        addr_lines = [ln for r in rows[start:] for ln in r if ln.x1 > mm(FRONT_VALUE_X_MM)]
+        if addr_lines:
+            text = "".join(strip_label(ln.text) for ln in addr_lines)
+            out.values["address"] = re.sub(r"\s+", "", text)
+            out.quads["address"] = _union_quad(addr_lines)
+    _fill_from_number(out)
+    return out
+
+
+def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
+    text = _row_text(row)
+    text = text.replace("性别", "").replace("民族", "|")
+    m = re.search("[男女]", text)
+    sex_lines, eth_lines = [], []
+    for ln in row:
+        (eth_lines if ln.x0 > mm(28) else sex_lines).append(ln)
+    if m:
+        out.values["sex"] = m.group(0)
+        rest = text[m.end():]
+    else:
+        rest = text.split("|", 1)[-1]
+    rest = rest.replace("|", "")
+    eth = ethnicity.match_ethnicity(rest) if rest else None
+    if eth:
+        out.values["ethnicity"] = eth
+    if sex_lines:
+        out.quads["sex"] = _union_quad(sex_lines)
+    if eth_lines:
+        out.quads["ethnicity"] = _union_quad(eth_lines)
+
+
+def _clean_name(text: str) -> str:
+    text = re.sub(r"\s+", "", text)
+    # A middle dot between two Chinese characters is the transliterated-name separator;
+    # the recogniser returns it as any of several dot-like characters.
+    text = re.sub(
+        r"(?<=[\u4e00-\u9fff])[" + re.escape(_MIDDLE_DOTS) + r"](?=[\u4e00-\u9fff])", "·", text
+    )
+    return text.strip(_MIDDLE_DOTS)
+
+
+def _fill_from_number(out: CardFields) -> None:
+    """Birth date and sex that could not be read are taken from a valid number."""
+    number = out.values.get("number", "")
+    if not number or not idnumber.valid_number(number):
+        return
+    if "birth" not in out.values:
+        born = idnumber.birth_date(number)
+        if born:
+            out.values["birth"] = born.isoformat()
+    if "sex" not in out.values:
+        s = idnumber.sex(number)
+        if s:
+            out.values["sex"] = s
+
+
+def parse_back(lines: list[TextLine]) -> CardFields:
+    out = CardFields()
+    validity = None
+    for ln in lines:
+        parsed = dates.parse_validity(strip_label(ln.text))
+        if parsed and (validity is None or ln.cy > validity[0].cy):
+            validity = (ln, parsed)
+    if validity:
+        ln, (start, end) = validity
+        out.values["valid_from"], out.values["valid_to"] = start, end
+        out.quads["valid_from"] = out.quads["valid_to"] = ln.quad
+        valid_y = ln.cy
+    else:
+        valid_y = mm(47)
+    # The issuing authority: the row(s) between the title and the validity line.
+    issue_lines = [
+        ln for ln in lines
+        if mm(30) < ln.cy < valid_y - mm(2.5) and strip_label(ln.text).strip()
+        and ln.x1 > mm(26)
+        and not any(t in ln.text for t in ("中华人民共和国", "居民身份证"))
+    ]
+    if issue_lines:
+        rows = _rows(issue_lines)
+        text = "".join(strip_label(ln.text) for r in rows for ln in r)
+        out.values["issue"] = re.sub(r"\s+", "", text)
+        out.quads["issue"] = _union_quad([ln for r in rows for ln in r])
+    return out

@@ -1,0 +1,138 @@
+"""The OCR models: PP-OCR text detection, direction classification and recognition.
+
+The ONNX models ship inside the ``rapidocr-onnxruntime`` wheel, so nothing is fetched at
+run time. They are loaded once per process (:func:`get_ocr`). We call the three stages
+separately rather than through ``RapidOCR.__call__`` because the engine decides where to
+look: it runs detection on the rectified card only and recognition on the lines it needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Multiples of 32 are what the DB detector's down-sampling path needs.
+_DET_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One detected line: ``quad`` is 4×2 (tl, tr, br, bl) in the image it was found in."""
+
+    quad: np.ndarray
+    text: str = ""
+    score: float = 0.0
+
+    @property
+    def x0(self) -> float:
+        return float(self.quad[:, 0].min())
+
+    @property
+    def x1(self) -> float:
+        return float(self.quad[:, 0].max())
+
+    @property
+    def y0(self) -> float:
+        return float(self.quad[:, 1].min())
+
+    @property
+    def y1(self) -> float:
+        return float(self.quad[:, 1].max())
+
+    @property
+    def cx(self) -> float:
+        return float(self.quad[:, 0].mean())
+
+    @property
+    def cy(self) -> float:
+        return float(self.quad[:, 1].mean())
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def with_text(self, text: str, score: float) -> TextLine:
+        return TextLine(self.quad, text, score)
+
+
+class OcrEngine:
+    """Thin, thread-safe wrapper around RapidOCR's three ONNX sessions."""
+
+    def __init__(self, threads: int = 0) -> None:
+        from rapidocr_onnxruntime import RapidOCR
+
+        kwargs = {}
+        if threads > 0:
+            kwargs = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+        rapid = RapidOCR(**kwargs)
+        self._rapid = rapid
+        self._det = rapid.text_det
+        self._cls = rapid.text_cls
+        self._rec = rapid.text_rec
+        # onnxruntime sessions are thread-safe, but RapidOCR's pre/post-processing keeps
+        # per-call state on the objects, so one call at a time per process.
+        self._lock = threading.Lock()
+
+    def detect(self, bgr: np.ndarray, max_side: int = 960) -> list[TextLine]:
+        """Text lines in ``bgr``; the image is scaled so its longer side is ``max_side``."""
+        h, w = bgr.shape[:2]
+        ratio = min(1.0, max_side / max(h, w))
+        rh = max(_DET_STRIDE, int(round(h * ratio / _DET_STRIDE)) * _DET_STRIDE)
+        rw = max(_DET_STRIDE, int(round(w * ratio / _DET_STRIDE)) * _DET_STRIDE)
+        resized = cv2.resize(bgr, (rw, rh), interpolation=cv2.INTER_AREA)
+        blob = (resized.astype(np.float32) * (1 / 127.5) - 1.0).transpose(2, 0, 1)[None]
+        with self._lock:
+            preds = self._det.infer(blob)[0]
+            boxes, _scores = self._det.postprocess_op(preds, (h, w))
+            boxes = self._det.filter_tag_det_res(boxes, (h, w))
+        return [TextLine(np.asarray(b, dtype=np.float32)) for b in boxes]
+
+    def classify_180(self, crops: list[np.ndarray]) -> list[tuple[bool, float]]:
+        """For each line crop: (is upside down, confidence)."""
+        if not crops:
+            return []
+        with self._lock:
+            _imgs, res, _elapse = self._cls(crops)
+        return [("180" in label, float(score)) for label, score in res]
+
+    def recognize(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        if not crops:
+            return []
+        with self._lock:
+            res, _elapse = self._rec(crops)
+        return [(text, float(score)) for text, score, *_ in res]
+
+    def full_image(self, bgr: np.ndarray) -> list[TextLine]:
+        """Plain RapidOCR on the whole image: the baseline the benchmarks compare with."""
+        with self._lock:
+            res, _ = self._rapid(bgr)
+        return [TextLine(np.asarray(q, dtype=np.float32), t, float(s)) for q, t, s in res or []]
+
+
+def crop_line(bgr: np.ndarray, quad: np.ndarray, pad: float = 0.0) -> np.ndarray:
+    """The line under ``quad`` warped upright; ``pad`` grows it by a fraction of its height."""
+    quad = np.asarray(quad, dtype=np.float32)
+    width = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[3] - quad[2])))
+    height = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
+    width, height = max(width, 2), max(height, 2)
+    p = int(round(pad * height))
+    dst = np.array(
+        [[p, p], [width + p, p], [width + p, height + p], [p, height + p]], dtype=np.float32
+    )
+    m = cv2.getPerspectiveTransform(quad, dst)
+    return cv2.warpPerspective(
+        bgr, m, (width + 2 * p, height + 2 * p),
+        flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+@functools.cache
+def get_ocr() -> OcrEngine:
+    """The process-wide engine, loaded on first use (about a second)."""
+    threads = int(os.environ.get("IDCARD_OCR_THREADS", "0") or 0)
+    return OcrEngine(threads=threads)

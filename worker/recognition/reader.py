@@ -1,0 +1,150 @@
+"""Read one located card: rectify, turn upright, find and recognise its text lines."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worker.recognition.layout import (
+    BACK_LABELS,
+    BACK_TITLES,
+    CARD_H_PX,
+    CARD_W_PX,
+    FRONT_LABELS,
+    mm,
+)
+from worker.recognition.ocr import OcrEngine, TextLine, crop_line
+from worker.recognition.rectify import rectify_card, rotate_180, to_photo
+
+# Lines smaller than this on the canonical card are guilloche or dust, not print.
+MIN_LINE_HEIGHT_PX = 12
+MIN_LINE_WIDTH_PX = 10
+# How many of the widest lines vote on whether the card is upside down.
+ORIENTATION_VOTERS = 6
+
+
+@dataclass
+class CardRead:
+    corners: np.ndarray  # tl, tr, br, bl of the upright card, photo pixels
+    photo_to_card: np.ndarray  # 3×3 homography
+    card: np.ndarray  # the canonical upright card image (BGR)
+    lines: list[TextLine] = field(default_factory=list)  # card coordinates, with text
+    side: str | None = None  # 'front', 'back', or None when neither was recognised
+    side_score: float = 0.0
+
+
+def _upside_down(ocr: OcrEngine, card: np.ndarray, lines: list[TextLine]) -> bool:
+    voters = sorted(lines, key=lambda ln: ln.x1 - ln.x0, reverse=True)[:ORIENTATION_VOTERS]
+    if not voters:
+        return False
+    crops = [crop_line(card, ln.quad) for ln in voters]
+    votes = ocr.classify_180(crops)
+    weight = 0.0
+    for (flipped, conf), ln in zip(votes, voters):
+        w = (ln.x1 - ln.x0) * conf
+        weight += w if flipped else -w
+    return weight > 0
+
+
+def _flip_line(ln: TextLine) -> TextLine:
+    q = np.stack([CARD_W_PX - ln.quad[:, 0], CARD_H_PX - ln.quad[:, 1]], axis=1)
+    return TextLine(np.roll(q, 2, axis=0).astype(np.float32), ln.text, ln.score)
+
+
+def side_evidence(lines: list[TextLine]) -> tuple[float, float]:
+    """How strongly the text says front and back."""
+    text = "".join(ln.text for ln in lines)
+    front = sum(1.0 for lab in FRONT_LABELS if lab in text)
+    back = sum(1.0 for lab in BACK_LABELS + BACK_TITLES if lab in text)
+    digits = max((sum(ch.isdigit() for ch in ln.text) for ln in lines), default=0)
+    if digits >= 15:
+        front += 2.0
+    if "长期" in text or text.count(".") >= 4:
+        back += 1.0
+    return front, back
+
+
+# Where the label column ends and the values begin (mm). A detected line that spans
+# both is cut there when its text did not come out with a clean label.
+_FRONT_VALUE_CUT_MM = 15.0
+_NUMBER_VALUE_CUT_MM = 27.2
+_BACK_VALUE_CUT_MM = 30.0
+_LABEL_PREFIX = re.compile(r"^(姓名|性别|民族|出生|住址|公民身份号码|签发机关|有效期限)")
+
+
+def _normalise(text: str) -> str:
+    # The recogniser sometimes answers full-width digits and letters.
+    return unicodedata.normalize("NFKC", text).replace(" ", "")
+
+
+def _clip_left(quad: np.ndarray, x: float) -> np.ndarray:
+    """The part of ``quad`` right of card x-coordinate ``x`` (along its top and bottom)."""
+    tl, tr, br, bl = quad
+    def at(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        t = (x - a[0]) / max(b[0] - a[0], 1e-6)
+        return a + (b - a) * float(np.clip(t, 0, 1))
+    return np.array([at(tl, tr), tr, br, at(bl, br)], dtype=np.float32)
+
+
+def _value_cut(side: str | None, text: str) -> float | None:
+    if side == "front":
+        digits = sum(ch.isdigit() for ch in text)
+        return mm(_NUMBER_VALUE_CUT_MM if digits >= 12 else _FRONT_VALUE_CUT_MM)
+    if side == "back":
+        return mm(_BACK_VALUE_CUT_MM)
+    return None
+
+
+class _Cropper:
+    """Crops lines from the photo itself when it has more pixels than the card image."""
+
+    def __init__(self, bgr: np.ndarray, card: np.ndarray, m: np.ndarray) -> None:
+        self.bgr, self.card, self.m = bgr, card, m
+
+    def __call__(self, quad: np.ndarray, pad: float = 0.08) -> np.ndarray:
+        photo_quad = to_photo(quad, self.m)
+        if np.linalg.norm(photo_quad[1] - photo_quad[0]) > 1.2 * np.linalg.norm(quad[1] - quad[0]):
+            return crop_line(self.bgr, photo_quad, pad=pad)
+        return crop_line(self.card, quad, pad=pad)
+
+
+def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
+    card, m = rectify_card(bgr, corners)
+    found = [
+        ln for ln in ocr.detect(card, max_side=CARD_W_PX)
+        if ln.height >= MIN_LINE_HEIGHT_PX and (ln.x1 - ln.x0) >= MIN_LINE_WIDTH_PX
+    ]
+    if _upside_down(ocr, card, found):
+        corners = rotate_180(corners)
+        card, m = rectify_card(bgr, corners)
+        found = [_flip_line(ln) for ln in found]
+    crop = _Cropper(bgr, card, m)
+    texts = ocr.recognize([crop(ln.quad) for ln in found])
+    lines = [ln.with_text(_normalise(t), s) for ln, (t, s) in zip(found, texts, strict=True)]
+    lines = [ln for ln in lines if ln.text]
+    front, back = side_evidence(lines)
+    side = None
+    if front > back and front >= 1:
+        side = "front"
+    elif back > front and back >= 1:
+        side = "back"
+    # Lines where the detector joined a label to its value but the label did not come
+    # out cleanly (a label character misread): read the value part again on its own.
+    redo = []
+    for i, ln in enumerate(lines):
+        cut = _value_cut(side, ln.text)
+        if cut is None or _LABEL_PREFIX.match(ln.text):
+            continue
+        if ln.x0 < cut - mm(1.0) and ln.x1 > cut + mm(2.0):
+            redo.append((i, _clip_left(ln.quad, cut)))
+    if redo:
+        again = ocr.recognize([crop(q) for _, q in redo])
+        for (i, q), (t, s) in zip(redo, again, strict=True):
+            if _normalise(t):
+                lines[i] = TextLine(q, _normalise(t), s)
+    lines.sort(key=lambda ln: (ln.cy, ln.x0))
+    return CardRead(corners=np.asarray(corners, np.float32), photo_to_card=m, card=card,
+                    lines=lines, side=side, side_score=max(front, back))
