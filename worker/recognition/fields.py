@@ -82,7 +82,7 @@ def _drop_label_overlaps(row: list[TextLine]) -> list[TextLine]:
         has_label = _LABEL_RE.match(a.text) is not None
         clash = any(
             b is not a and b.x0 > a.x0
-            and min(a.x1, b.x1) - max(a.x0, b.x0) > 0.3 * min(a.x1 - a.x0, b.x1 - b.x0)
+            and min(a.x1, b.x1) - max(a.x0, b.x0) > 0.4 * min(a.height, b.height)
             for b in row
         )
         if not (has_label and clash):
