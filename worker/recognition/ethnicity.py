@@ -102,6 +102,11 @@ def match_ethnicity(text: str) -> str | None:
         return None
     if cleaned in _GROUP_SET:
         return cleaned
+    # A multi-character name whose tail the detector cut off ('拉' for 拉祜): accept a
+    # prefix that only one group starts with.
+    starts = [g for g in ETHNIC_GROUPS if len(g) > len(cleaned) and g.startswith(cleaned)]
+    if len(starts) == 1 and cleaned not in _SIMILAR:
+        return starts[0]
     if len(cleaned) == 1:
         return _SIMILAR.get(cleaned)
     scored = sorted((_edit_cost(cleaned, g) / max(len(cleaned), len(g)), g) for g in ETHNIC_GROUPS)

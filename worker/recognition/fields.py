@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from worker.recognition import dates, ethnicity, idnumber
+from worker.recognition import dates, ethnicity, idnumber, places
 from worker.recognition.layout import (
     FRONT_NUMBER_ROW_Y_MM,
     FRONT_TEXT_MAX_X_MM,
@@ -79,13 +79,11 @@ def _drop_label_overlaps(row: list[TextLine]) -> list[TextLine]:
     """
     out = []
     for a in row:
-        has_label = _LABEL_RE.match(a.text) is not None
-        clash = any(
-            b is not a and b.x0 > a.x0
-            and min(a.x1, b.x1) - max(a.x0, b.x0) > 0.4 * min(a.height, b.height)
-            for b in row
+        rest = strip_label(a.text)
+        clash = (_LABEL_RE.match(a.text) is not None and len(rest) <= 2) and any(
+            b is not a and a.x0 < b.x0 < a.x1 + 0.2 * a.height for b in row
         )
-        if not (has_label and clash):
+        if not clash:
             out.append(a)
     return out
 
@@ -117,8 +115,12 @@ def parse_front(lines: list[TextLine]) -> CardFields:
         ln for ln in lines
         if ln is not best and ln.x0 < mm(FRONT_TEXT_MAX_X_MM) and ln.cy < number_y - mm(3)
     ]
-    # Lines that are only a label carry no value.
-    values = [ln for ln in column if strip_label(ln.text).strip()]
+    # Lines that are only a label carry no value; so does a line ending left of where
+    # values begin (a label the recogniser misread).
+    values = [
+        ln for ln in column
+        if strip_label(ln.text).strip() and ln.x1 > mm(FRONT_VALUE_X_MM - 0.5)
+    ]
     rows = _rows(values)
 
     def row_with(pred) -> int | None:
@@ -155,7 +157,9 @@ def parse_front(lines: list[TextLine]) -> CardFields:
         addr_lines = [ln for r in rows[start:] for ln in r if ln.x1 > mm(FRONT_VALUE_X_MM)]
         if addr_lines:
             text = "".join(strip_label(ln.text) for ln in addr_lines)
-            out.values["address"] = re.sub(r"\s+", "", text)
+            # No address starts with 住 or 址: they are what is left of a misread label.
+            text = re.sub(r"^[住址:：]+", "", re.sub(r"\s+", "", text))
+            out.values["address"] = places.correct_address(text, out.values.get("number", ""))
             out.quads["address"] = _union_quad(addr_lines)
     _fill_from_number(out)
     return out
@@ -174,7 +178,12 @@ def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
     else:
         rest = text.split("|", 1)[-1]
     rest = rest.replace("|", "")
-    eth = ethnicity.match_ethnicity(rest) if rest else None
+    # The group name ends the row: an exact name at the end beats fuzzy matching of
+    # whatever a misread label left in front of it ('民房汉').
+    eth = next((rest[-k:] for k in (4, 3, 2, 1)
+                if len(rest) >= k and rest[-k:] in ethnicity.ETHNIC_GROUPS), None)
+    if eth is None and rest:
+        eth = ethnicity.match_ethnicity(rest)
     if eth:
         out.values["ethnicity"] = eth
     if sex_lines:
@@ -226,12 +235,12 @@ def parse_back(lines: list[TextLine]) -> CardFields:
     issue_lines = [
         ln for ln in lines
         if mm(30) < ln.cy < valid_y - mm(2.5) and strip_label(ln.text).strip()
-        and ln.x1 > mm(26)
+        and ln.x1 > mm(31)
         and not any(t in ln.text for t in ("中华人民共和国", "居民身份证"))
     ]
     if issue_lines:
         rows = _rows(issue_lines)
         text = "".join(strip_label(ln.text) for r in rows for ln in r)
-        out.values["issue"] = re.sub(r"\s+", "", text)
+        out.values["issue"] = places.correct_issue(re.sub(r"\s+", "", text))
         out.quads["issue"] = _union_quad([ln for r in rows for ln in r])
     return out

@@ -114,21 +114,42 @@ class OcrEngine:
         return [TextLine(np.asarray(q, dtype=np.float32), t, float(s)) for q, t, s in res or []]
 
 
-def crop_line(bgr: np.ndarray, quad: np.ndarray, pad: float = 0.0) -> np.ndarray:
-    """The line under ``quad`` warped upright; ``pad`` grows it by a fraction of its height."""
+def crop_line(
+    bgr: np.ndarray, quad: np.ndarray, pad: float = 0.0, hpad: float | None = None
+) -> np.ndarray:
+    """The line under ``quad`` warped upright.
+
+    ``pad`` grows it above and below, ``hpad`` left and right (default ``pad``), both as
+    fractions of the line's height.
+    """
     quad = np.asarray(quad, dtype=np.float32)
     width = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[3] - quad[2])))
     height = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
     width, height = max(width, 2), max(height, 2)
     p = int(round(pad * height))
+    q = int(round((pad if hpad is None else hpad) * height))
     dst = np.array(
-        [[p, p], [width + p, p], [width + p, height + p], [p, height + p]], dtype=np.float32
+        [[q, p], [width + q, p], [width + q, height + p], [q, height + p]], dtype=np.float32
     )
     m = cv2.getPerspectiveTransform(quad, dst)
     return cv2.warpPerspective(
-        bgr, m, (width + 2 * p, height + 2 * p),
+        bgr, m, (width + 2 * q, height + 2 * p),
         flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE,
     )
+
+
+def stretch_contrast(crop: np.ndarray) -> np.ndarray:
+    """Spread a dim or washed-out line over the full brightness range.
+
+    The recogniser was trained on well-exposed text; a line photographed in low light
+    uses a sliver of the range.
+    """
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    lo, hi = np.percentile(gray, (1, 99))
+    if hi - lo < 8 or (lo < 30 and hi > 225):
+        return crop
+    scale = 255.0 / (hi - lo)
+    return cv2.convertScaleAbs(crop, alpha=scale, beta=-lo * scale)
 
 
 @functools.cache

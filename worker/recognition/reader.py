@@ -16,7 +16,7 @@ from worker.recognition.layout import (
     FRONT_LABELS,
     mm,
 )
-from worker.recognition.ocr import OcrEngine, TextLine, crop_line
+from worker.recognition.ocr import OcrEngine, TextLine, crop_line, stretch_contrast
 from worker.recognition.rectify import rectify_card, rotate_180, to_photo
 
 # Lines smaller than this on the canonical card are guilloche or dust, not print.
@@ -104,11 +104,14 @@ class _Cropper:
     def __init__(self, bgr: np.ndarray, card: np.ndarray, m: np.ndarray) -> None:
         self.bgr, self.card, self.m = bgr, card, m
 
-    def __call__(self, quad: np.ndarray, pad: float = 0.08) -> np.ndarray:
+    def __call__(self, quad: np.ndarray) -> np.ndarray:
         photo_quad = to_photo(quad, self.m)
+        # A little room on the sides: the detector's box can clip a line's last stroke.
         if np.linalg.norm(photo_quad[1] - photo_quad[0]) > 1.2 * np.linalg.norm(quad[1] - quad[0]):
-            return crop_line(self.bgr, photo_quad, pad=pad)
-        return crop_line(self.card, quad, pad=pad)
+            crop = crop_line(self.bgr, photo_quad, pad=0.08, hpad=0.3)
+        else:
+            crop = crop_line(self.card, quad, pad=0.08, hpad=0.3)
+        return stretch_contrast(crop)
 
 
 def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:

@@ -1,0 +1,138 @@
+"""Correct place names in the address and the issuing authority with the region table.
+
+Addresses start with province, city and county names, and the issuing authority is a
+city or county public security bureau: all of them are in the administrative division
+table we already ship for the ID number check. A name the recogniser got one character
+wrong ('南宫具' for 南宫县) is put right when exactly one table name is that close.
+Names of two characters are left alone: one slip there is half the name.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import defaultdict
+
+from worker.recognition import idnumber
+
+_PLACEHOLDERS = {"市辖区", "县", "省直辖县级行政区划", "自治区直辖县级行政区划"}
+_MIN_LEN_TO_CORRECT = 3
+
+
+def edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+@functools.cache
+def _tree() -> tuple[list[str], dict[str, list[str]]]:
+    """Province names, and for each name the names one level below it."""
+    table = idnumber._region_table()
+    provinces: set[str] = set()
+    children: dict[str, set[str]] = defaultdict(set)
+    for code, name in table.items():
+        if name in _PLACEHOLDERS:
+            continue
+        prov = table.get(code[:2] + "0000", "")
+        if code.endswith("0000"):
+            provinces.add(name)
+            continue
+        city = table.get(code[:4] + "00", "")
+        if code.endswith("00"):
+            children[prov].add(name)
+        elif city and city not in _PLACEHOLDERS:
+            children[city].add(name)
+        else:
+            children[prov].add(name)
+    return sorted(provinces), {k: sorted(v) for k, v in children.items()}
+
+
+def _best_prefix(
+    text: str, names: list[str], prefer: frozenset[str] = frozenset()
+) -> tuple[str, int] | None:
+    """The one name that ``text`` starts with, allowing one slip; (name, chars used).
+
+    A misread character (same length) beats a dropped or extra one; among equals, a
+    name in ``prefer`` (the ID number's own region) wins; otherwise a tie is no answer.
+    """
+    exact = [n for n in names if text.startswith(n)]
+    if exact:
+        name = max(exact, key=len)
+        return name, len(name)
+    head = set(text[:12])
+    best: list[tuple[int, int, str, int]] = []
+    for name in names:
+        if len(name) < _MIN_LEN_TO_CORRECT or len(head.intersection(name)) < len(name) - 1:
+            continue
+        for used in (len(name) - 1, len(name), len(name) + 1):
+            if 0 < used <= len(text):
+                d = edit_distance(text[:used], name)
+                if d <= 1:
+                    best.append((d, int(used != len(name)), name, used))
+    if not best:
+        return None
+    best.sort()
+    top = [b for b in best if b[:2] == best[0][:2]]
+    names_at_best = {b[2] for b in top}
+    if len(names_at_best) > 1:
+        preferred = [b for b in top if b[2] in prefer]
+        if len({b[2] for b in preferred}) != 1:
+            return None
+        top = preferred
+    return top[0][2], top[0][3]
+
+
+def correct_address(text: str, number: str = "") -> str:
+    """``text`` with its leading province/city/county names put right where one is clear.
+
+    ``number`` (the card's ID number) only breaks ties, toward its own region's names.
+    """
+    provinces, children = _tree()
+    prefer = frozenset(n for n in idnumber.region_names(number) if n) if number else frozenset()
+    out, rest = "", text
+    level = provinces
+    for _ in range(3):
+        hit = _best_prefix(rest, level, prefer)
+        if hit is None:
+            break
+        name, used = hit
+        out, rest = out + name, rest[used:]
+        level = children.get(name, [])
+        if not level:
+            break
+    return out + rest
+
+
+@functools.cache
+def _all_names() -> list[str]:
+    provinces, children = _tree()
+    return sorted({n for names in children.values() for n in names} | set(provinces))
+
+
+_ISSUE_RE = re.compile(r"^(?P<place>.+?)公安局(?:(?P<branch>.+?)分局)?$")
+
+
+def correct_issue(text: str) -> str:
+    """'衡阳市公安局雁峰分局', 'XX县公安局': the bureau's place and its branch."""
+    m = _ISSUE_RE.match(text)
+    if not m:
+        return text
+    _provinces, children = _tree()
+    place = m.group("place")
+    hit = _best_prefix(place, _all_names())
+    if hit is None or hit[1] != len(place):
+        return text
+    name = hit[0]
+    result = name + "公安局"
+    branch = m.group("branch")
+    if branch is not None:
+        # A branch is named after a district without its suffix (雁峰区 → 雁峰分局).
+        shorts = sorted({re.sub("[区县市]$", "", c) for c in children.get(name, [])})
+        bhit = _best_prefix(branch, shorts)
+        result += (bhit[0] if bhit and bhit[1] == len(branch) else branch) + "分局"
+    return result
