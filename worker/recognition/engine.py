@@ -24,6 +24,7 @@ from worker.recognition.locate import locate_cards
 from worker.recognition.ocr import OcrEngine, get_ocr
 from worker.recognition.reader import CardRead, read_card
 from worker.recognition.rectify import to_photo
+from worker.recognition.register import refined_corners
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +54,49 @@ def _whole_image_corners(bgr: np.ndarray) -> np.ndarray:
     return pts if w >= h else np.roll(pts, -1, axis=0)
 
 
-def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[CardRead]:
+def _parse(r: CardRead) -> CardFields:
+    return parse_front(r.lines) if r.side == "front" else parse_back(r.lines)
+
+
+def read_registered(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> ReadSide | None:
+    """Read the card at ``corners``; read again if its text says the outline was off."""
+    r = read_card(ocr, bgr, corners)
+    if r.side is None:
+        return None
+    fields = _parse(r)
+    better = refined_corners(r.side, fields, r.lines, r.photo_to_card)
+    if better is not None:
+        r2 = read_card(ocr, bgr, better)
+        if r2.side == r.side:
+            fields2 = _parse(r2)
+            if _completeness(fields2) >= _completeness(fields):
+                return ReadSide(r2, fields2)
+    return ReadSide(r, fields)
+
+
+def _completeness(fields: CardFields) -> int:
+    return sum(1 for v in fields.values.values() if v)
+
+
+def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadSide]:
     """Read the card(s) in the photo; two different sides when ``want_two``."""
     candidates = [c.corners for c in locate_cards(bgr, max_cards=2 if want_two else 1)]
     h, w = bgr.shape[:2]
     # A photo cropped to the card has no background to find an edge against.
     if abs(max(w, h) / min(w, h) - ASPECT) / ASPECT < 0.15:
         candidates.append(_whole_image_corners(bgr))
-    reads: list[CardRead] = []
+    reads: list[ReadSide] = []
     tried = 0
     for corners in candidates:
         if tried >= MAX_CANDIDATES + (2 if want_two else 0):
             break
-        if any(_overlaps(corners, r.corners) for r in reads):
+        if any(_overlaps(corners, r.read.corners) for r in reads):
             continue
         tried += 1
-        r = read_card(ocr, bgr, corners)
-        if r.side is None:
+        r = read_registered(ocr, bgr, corners)
+        if r is None:
             continue
-        if want_two and any(x.side == r.side for x in reads):
+        if want_two and any(x.read.side == r.read.side for x in reads):
             continue
         reads.append(r)
         if len(reads) == (2 if want_two else 1):
@@ -92,10 +117,10 @@ def analyse(image: imageio.LoadedImage, options: RecognitionOptions) -> Recognit
     reads = find_and_read(image.bgr, options.side == "double_side", ocr)
     rec.timings["read"] = time.perf_counter() - t0
     for r in reads:
-        if r.side == "front" and rec.front is None:
-            rec.front = ReadSide(r, parse_front(r.lines))
-        elif r.side == "back" and rec.back is None:
-            rec.back = ReadSide(r, parse_back(r.lines))
+        if r.read.side == "front" and rec.front is None:
+            rec.front = r
+        elif r.read.side == "back" and rec.back is None:
+            rec.back = r
     if rec.front is None and rec.back is None:
         raise ServiceError(ErrorCode.NO_CARD, "no ID card found in the image, or too poor to read")
     return rec
