@@ -20,11 +20,11 @@ from idcard.options import RecognitionOptions
 from worker.recognition import imageio, verification
 from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS, CardFields, parse_back, parse_front
 from worker.recognition.layout import ASPECT, FRONT_PORTRAIT_MM, mm
-from worker.recognition.locate import locate_cards
+from worker.recognition.locate import locate_cards, order_corners
 from worker.recognition.ocr import OcrEngine, get_ocr
 from worker.recognition.reader import CardRead, read_card
 from worker.recognition.rectify import to_photo
-from worker.recognition.register import refined_corners
+from worker.recognition.register import landmark_error, refined_corners
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,33 @@ def read_registered(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> Rea
         r2 = read_card(ocr, bgr, better)
         if r2.side == r.side:
             fields2 = _parse(r2)
-            if _completeness(fields2) >= _completeness(fields):
+            if _completeness(fields2) >= _completeness(fields) and landmark_error(
+                r2.side, fields2, r2.lines
+            ) <= landmark_error(r.side, fields, r.lines):
                 return ReadSide(r2, fields2)
     return ReadSide(r, fields)
 
 
 def _completeness(fields: CardFields) -> int:
     return sum(1 for v in fields.values.values() if v)
+
+
+def _text_outline(bgr: np.ndarray, ocr: OcrEngine) -> np.ndarray | None:
+    """A rough card outline from where text is, for photos whose card edge is invisible.
+
+    The card's text block covers about 80 % of its width and 75 % of its height; the
+    outline is that block grown accordingly, and re-registration then refines it.
+    """
+    lines = [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
+    if len(lines) < 3:
+        return None
+    pts = np.concatenate([ln.quad for ln in lines]).astype(np.float32)
+    (cx, cy), (w, h), angle = cv2.minAreaRect(pts)
+    if w < h:
+        w, h, angle = h, w, angle + 90
+    w, h = w / 0.8, h / 0.75
+    corners = cv2.boxPoints(((cx, cy), (w, h), angle))
+    return order_corners(corners)
 
 
 def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadSide]:
@@ -101,6 +121,12 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
         reads.append(r)
         if len(reads) == (2 if want_two else 1):
             break
+    if not reads:
+        outline = _text_outline(bgr, ocr)
+        if outline is not None:
+            r = read_registered(ocr, bgr, outline)
+            if r is not None:
+                reads.append(r)
     return reads
 
 

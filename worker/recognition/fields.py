@@ -108,8 +108,16 @@ def parse_front(lines: list[TextLine]) -> CardFields:
     number_y = mm(FRONT_NUMBER_ROW_Y_MM)
     if best is not None:
         number_y = best.cy
-        out.values["number"] = idnumber.repair_number(_number_candidate(best.text))
-        out.quads["number"] = best.quad
+        # The detector may split the number; pieces to its right on the same row join it.
+        pieces = [best] + sorted(
+            (ln for ln in lines if ln is not best and ln.x0 > best.x1 - best.height
+             and abs(ln.cy - best.cy) < 0.5 * best.height
+             and _number_candidate(ln.text) and len(_number_candidate(ln.text)) <= 18 - best_digits),
+            key=lambda ln: ln.x0,
+        )
+        text = "".join(_number_candidate(ln.text) for ln in pieces)
+        out.values["number"] = idnumber.repair_number(text)
+        out.quads["number"] = _union_quad(pieces)
     # Text in the left column above the number row; the portrait side is excluded.
     column = [
         ln for ln in lines

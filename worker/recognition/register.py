@@ -59,6 +59,14 @@ def _pairs(side: str, fields: CardFields, lines: list[TextLine]) -> list[tuple[n
     return pairs
 
 
+def landmark_error(side: str, fields: CardFields, lines: list[TextLine]) -> float:
+    """Largest distance (px) of a landmark from where the layout puts it; inf if none."""
+    pairs = _pairs(side, fields, lines)
+    if not pairs:
+        return float("inf")
+    return max(float(np.hypot(p[0] - mm(x), p[1] - mm(y))) for p, (x, y) in pairs)
+
+
 def refined_corners(
     side: str, fields: CardFields, lines: list[TextLine], photo_to_card: np.ndarray
 ) -> np.ndarray | None:
