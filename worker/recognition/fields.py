@@ -42,6 +42,9 @@ class CardFields:
     values: dict[str, str] = field(default_factory=dict)
     # Card-coordinate quads (4×2) of each field's value, for text_location.
     quads: dict[str, np.ndarray] = field(default_factory=dict)
+    # Fields whose box was cut from a "label + value" line: its left edge is not the
+    # value's start.
+    label_merged: set[str] = field(default_factory=set)
 
 
 def strip_label(text: str) -> str:
@@ -116,8 +119,10 @@ def parse_front(lines: list[TextLine]) -> CardFields:
             key=lambda ln: ln.x0,
         )
         text = "".join(_number_candidate(ln.text) for ln in pieces)
-        out.values["number"] = idnumber.repair_number(text)
+        out.values["number"] = _read_number(text, min(ln.score for ln in pieces))
         out.quads["number"] = _union_quad(pieces)
+        if best.label_merged:
+            out.label_merged.add("number")
     # Text in the left column above the number row; the portrait side is excluded.
     column = [
         ln for ln in lines
@@ -151,6 +156,8 @@ def parse_front(lines: list[TextLine]) -> CardFields:
         if row:
             out.values["name"] = _clean_name("".join(strip_label(ln.text) for ln in row))
             out.quads["name"] = _union_quad(row)
+            if row[0].label_merged:
+                out.label_merged.add("name")
     if sex_i is not None:
         _parse_sex_row(rows[sex_i], out)
     if birth_i is not None:
@@ -160,6 +167,8 @@ def parse_front(lines: list[TextLine]) -> CardFields:
         if parsed:
             out.values["birth"] = parsed
         out.quads["birth"] = _union_quad(row)
+        if row[0].label_merged:
+            out.label_merged.add("birth")
     start = (birth_i + 1) if birth_i is not None else (sex_i + 2 if sex_i is not None else None)
     if start is not None and start < len(rows):
         addr_lines = [ln for r in rows[start:] for ln in r if ln.x1 > mm(FRONT_VALUE_X_MM)]
@@ -200,8 +209,23 @@ def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
         out.quads["ethnicity"] = _union_quad(eth_lines)
 
 
+# Below this recogniser confidence a number that fails its checksum is a misread worth
+# repairing; above it, the card most likely carries that invalid number, and repairing it
+# would hide a forged or mistyped card from valid_number.
+REPAIR_BELOW_SCORE = 0.97
+
+
+def _read_number(text: str, score: float) -> str:
+    if score < REPAIR_BELOW_SCORE:
+        return idnumber.repair_number(text)
+    return idnumber.normalise_number(text)
+
+
 def _clean_name(text: str) -> str:
     text = re.sub(r"\s+", "", text)
+    # What a misread 姓名 label leaves in front of the name.
+    if len(text) >= 3 and text[0] in "姓名":
+        text = text[1:]
     # A middle dot between two Chinese characters is the transliterated-name separator;
     # the recogniser returns it as any of several dot-like characters.
     text = re.sub(
@@ -236,6 +260,8 @@ def parse_back(lines: list[TextLine]) -> CardFields:
         ln, (start, end) = validity
         out.values["valid_from"], out.values["valid_to"] = start, end
         out.quads["valid_from"] = out.quads["valid_to"] = ln.quad
+        if ln.label_merged:
+            out.label_merged.update(("valid_from", "valid_to"))
         valid_y = ln.cy
     else:
         valid_y = mm(47)
@@ -249,6 +275,10 @@ def parse_back(lines: list[TextLine]) -> CardFields:
     if issue_lines:
         rows = _rows(issue_lines)
         text = "".join(strip_label(ln.text) for r in rows for ln in r)
-        out.values["issue"] = places.correct_issue(re.sub(r"\s+", "", text))
+        # The authority's name is all Chinese; anything else came from the background.
+        text = "".join(re.findall(r"[\u4e00-\u9fff]", text))
+        out.values["issue"] = places.correct_issue(text)
         out.quads["issue"] = _union_quad([ln for r in rows for ln in r])
+        if rows[0][0].label_merged:
+            out.label_merged.add("issue")
     return out

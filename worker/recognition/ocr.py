@@ -27,6 +27,8 @@ class TextLine:
     quad: np.ndarray
     text: str = ""
     score: float = 0.0
+    # The detector joined the printed label to the value; ``quad`` covers the value only.
+    label_merged: bool = False
 
     @property
     def x0(self) -> float:
@@ -57,7 +59,7 @@ class TextLine:
         return self.y1 - self.y0
 
     def with_text(self, text: str, score: float) -> TextLine:
-        return TextLine(self.quad, text, score)
+        return TextLine(self.quad, text, score, self.label_merged)
 
 
 class OcrEngine:

@@ -64,10 +64,10 @@ def _best_prefix(
     if exact:
         name = max(exact, key=len)
         return name, len(name)
-    head = set(text[:12])
+    head = set(text[:16])
     best: list[tuple[int, int, str, int]] = []
     for name in names:
-        if len(name) < _MIN_LEN_TO_CORRECT or len(head.intersection(name)) < len(name) - 1:
+        if len(name) < _MIN_LEN_TO_CORRECT or len(head.intersection(name)) < len(set(name)) - 1:
             continue
         for used in (len(name) - 1, len(name), len(name) + 1):
             if 0 < used <= len(text):
@@ -94,6 +94,14 @@ def correct_address(text: str, number: str = "") -> str:
     """
     provinces, children = _tree()
     prefer = frozenset(n for n in idnumber.region_names(number) if n) if number else frozenset()
+    # Every address starts with a province: characters before one are what is left of a
+    # misread label or of the background ('佳址', '5.').
+    for skip in range(1, 4):
+        if any(text[skip:].startswith(p) for p in provinces) and not any(
+            text.startswith(p) for p in provinces
+        ):
+            text = text[skip:]
+            break
     out, rest = "", text
     level = provinces
     for _ in range(3):

@@ -99,18 +99,19 @@ def _value_cut(side: str | None, text: str) -> float | None:
 
 
 class _Cropper:
-    """Crops lines from the photo itself when it has more pixels than the card image."""
+    """Crops lines from the photo itself, through the card's homography.
 
-    def __init__(self, bgr: np.ndarray, card: np.ndarray, m: np.ndarray) -> None:
-        self.bgr, self.card, self.m = bgr, card, m
+    One interpolation from the original pixels: cropping from the already-warped card
+    image interpolates twice, and the recogniser reads the softer result noticeably
+    worse (digits come back full-width or dropped).
+    """
+
+    def __init__(self, bgr: np.ndarray, m: np.ndarray) -> None:
+        self.bgr, self.m = bgr, m
 
     def __call__(self, quad: np.ndarray) -> np.ndarray:
-        photo_quad = to_photo(quad, self.m)
         # A little room on the sides: the detector's box can clip a line's last stroke.
-        if np.linalg.norm(photo_quad[1] - photo_quad[0]) > 1.2 * np.linalg.norm(quad[1] - quad[0]):
-            crop = crop_line(self.bgr, photo_quad, pad=0.08, hpad=0.3)
-        else:
-            crop = crop_line(self.card, quad, pad=0.08, hpad=0.3)
+        crop = crop_line(self.bgr, to_photo(quad, self.m), pad=0.08, hpad=0.3)
         return stretch_contrast(crop)
 
 
@@ -124,7 +125,7 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
         corners = rotate_180(corners)
         card, m = rectify_card(bgr, corners)
         found = [_flip_line(ln) for ln in found]
-    crop = _Cropper(bgr, card, m)
+    crop = _Cropper(bgr, m)
     texts = ocr.recognize([crop(ln.quad) for ln in found])
     lines = [ln.with_text(_normalise(t), s) for ln, (t, s) in zip(found, texts, strict=True)]
     lines = [ln for ln in lines if ln.text]
@@ -147,7 +148,14 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
         again = ocr.recognize([crop(q) for _, q in redo])
         for (i, q), (t, s) in zip(redo, again, strict=True):
             if _normalise(t):
-                lines[i] = TextLine(q, _normalise(t), s)
+                lines[i] = TextLine(q, _normalise(t), s, label_merged=True)
+    # A line read cleanly as "label + value" keeps its text; its box shrinks to the value
+    # so that text_location and the landmarks point at the value, not the label.
+    for i, ln in enumerate(lines):
+        cut = _value_cut(side, ln.text)
+        if (cut is not None and _LABEL_PREFIX.match(ln.text)
+                and _LABEL_PREFIX.sub("", ln.text) and ln.x0 < cut < ln.x1 - mm(1.0)):
+            lines[i] = TextLine(_clip_left(ln.quad, cut), ln.text, ln.score, label_merged=True)
     lines.sort(key=lambda ln: (ln.cy, ln.x0))
     return CardRead(corners=np.asarray(corners, np.float32), photo_to_card=m, card=card,
                     lines=lines, side=side, side_score=max(front, back))

@@ -48,7 +48,9 @@ def _pairs(side: str, fields: CardFields, lines: list[TextLine]) -> list[tuple[n
         q = fields.quads.get(name)
         if q is None or not fields.values.get(name):
             continue
-        pairs.append((_left_mid(q), left))
+        # A box cut where the label column ends says nothing about where the value starts.
+        if name not in fields.label_merged:
+            pairs.append((_left_mid(q), left))
         if right is not None:
             pairs.append((_right_mid(q), right))
     if side == "back":
@@ -72,7 +74,7 @@ def refined_corners(
 ) -> np.ndarray | None:
     """Better photo corners for the card, or None when the current ones are good."""
     pairs = _pairs(side, fields, lines)
-    if len(pairs) < 3:
+    if len(pairs) < 2:
         return None
     src = np.array([p for p, _ in pairs], dtype=np.float32)
     dst = np.array([[mm(x), mm(y)] for _, (x, y) in pairs], dtype=np.float32)
