@@ -61,7 +61,8 @@ def recognize_file(path: Path, options: RecognitionOptions) -> tuple[dict, bool]
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return {"error_code": "IDC.0001", "error_msg": f"cannot read file: {exc.strerror}"}, False
+        error = ServiceError(ErrorCode.FILE_UNREADABLE, f"cannot read file: {exc.strerror}")
+        return error.to_body(), False
     try:
         return recognize(data, options), True
     except ServiceError as exc:
@@ -86,6 +87,58 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 0 if ok_all else 1
 
 
+def _service_error(exc: Exception) -> int:
+    # Configuration and connection problems: one clear line, no stack trace.
+    sys.stderr.write(f"idcard-ocr: {exc}\n")
+    return 2
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from idcard.migrate import current_revision, upgrade
+
+    try:
+        upgrade(revision=args.revision)
+        revision = current_revision()
+    except (SQLAlchemyError, RuntimeError) as exc:
+        return _service_error(exc)
+    sys.stderr.write(f"idcard-ocr: database at revision {revision}\n")
+    return 0
+
+
+def cmd_projects_create(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from idcard.db import session_scope
+    from idcard.projects import create_project
+
+    try:
+        with session_scope() as session:
+            creds = create_project(session, args.name,
+                                   rate_limit_per_minute=args.rate_limit)
+    except (SQLAlchemyError, RuntimeError, ValueError) as exc:
+        return _service_error(exc)
+    # The only time the secrets are shown: they are stored hashed or encrypted.
+    json.dump(creds, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _add_service_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="apply the database migrations to IDCARD_DATABASE_URL")
+    p.add_argument("--revision", default="head", help="target revision (default: head)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("projects", help="manage projects and their credentials")
+    projects = p.add_subparsers(dest="projects_command", required=True)
+    c = projects.add_parser("create", help="create a project; prints its credentials as JSON")
+    c.add_argument("name")
+    c.add_argument("--rate-limit", type=int, default=None, metavar="N",
+                   help="requests per minute for this project (default: unlimited)")
+    c.set_defaults(func=cmd_projects_create)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idcard-ocr", description="Read Chinese resident ID cards."
@@ -97,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON line per image even for a single image")
     add_request_options(p)
     p.set_defaults(func=cmd_recognize)
+    _add_service_commands(sub)
     return parser
 
 

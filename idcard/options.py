@@ -54,6 +54,21 @@ class RecognitionOptions:
     def alerts(self) -> tuple[str, ...]:
         return tuple(a for a in ALERTS if f"detect_{a}" in self.flags)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON stored with a job: side and the flags that are on, in FLAGS order."""
+        return {"side": self.side, "flags": [f for f in FLAGS if f in self.flags]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecognitionOptions:
+        """The inverse of ``to_dict``; unknown flags or sides are a ``ValueError``."""
+        side = data.get("side")
+        flags = frozenset(data.get("flags") or ())
+        if side is not None and side not in SIDES:
+            raise ValueError(f"unknown side {side!r}")
+        if not flags <= set(FLAGS):
+            raise ValueError(f"unknown flags {sorted(flags - set(FLAGS))}")
+        return cls(side=side, flags=flags)
+
     @classmethod
     def from_request(cls, body: dict[str, Any]) -> RecognitionOptions:
         """Validate the option fields of a request body (``image``/``url`` are not read).
