@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import cv2
@@ -21,7 +22,7 @@ from worker.recognition import imageio, verification
 from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS, CardFields, parse_back, parse_front
 from worker.recognition.layout import ASPECT, FRONT_PORTRAIT_MM, mm
 from worker.recognition.locate import locate_cards, order_corners
-from worker.recognition.ocr import OcrEngine, get_ocr
+from worker.recognition.ocr import OcrEngine, TextLine, crop_line, get_ocr, stretch_contrast
 from worker.recognition.reader import CardRead, read_card
 from worker.recognition.rectify import to_photo
 from worker.recognition.register import landmark_error, refined_corners
@@ -54,8 +55,12 @@ def _whole_image_corners(bgr: np.ndarray) -> np.ndarray:
     return pts if w >= h else np.roll(pts, -1, axis=0)
 
 
-def _parse(r: CardRead) -> CardFields:
-    return parse_front(r.lines) if r.side == "front" else parse_back(r.lines)
+def _parse(r: CardRead, bgr: np.ndarray, ocr: OcrEngine) -> CardFields:
+    def choose(line: TextLine, options: list[str]) -> str:
+        crop = crop_line(bgr, to_photo(line.quad, r.photo_to_card), pad=0.08, hpad=0.3)
+        return ocr.best_of(stretch_contrast(crop), options)[0]
+
+    return parse_front(r.lines, choose) if r.side == "front" else parse_back(r.lines, choose)
 
 
 def read_registered(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> ReadSide | None:
@@ -63,12 +68,12 @@ def read_registered(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> Rea
     r = read_card(ocr, bgr, corners)
     if r.side is None:
         return None
-    fields = _parse(r)
+    fields = _parse(r, bgr, ocr)
     better = refined_corners(r.side, fields, r.lines, r.photo_to_card)
     if better is not None:
         r2 = read_card(ocr, bgr, better)
         if r2.side == r.side:
-            fields2 = _parse(r2)
+            fields2 = _parse(r2, bgr, ocr)
             if _completeness(fields2) >= _completeness(fields) and landmark_error(
                 r2.side, fields2, r2.lines
             ) <= landmark_error(r.side, fields, r.lines):
@@ -169,9 +174,13 @@ def recognize(
         return {"result": build_result(rec, options, today)}
     except ServiceError:
         raise
-    except Exception:  # noqa: BLE001 - any engine bug must surface as AIS.0105, not a trace
-        log.exception("recognition failed")
-        raise ServiceError(ErrorCode.RECOGNITION_FAILED, "recognition failed inside the service")
+    except Exception as exc:  # noqa: BLE001 - any engine bug must surface as AIS.0105
+        # The frames, not the message: an exception's text may quote what was read.
+        log.error("recognition failed: %s\n%s", type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        raise ServiceError(
+            ErrorCode.RECOGNITION_FAILED, "recognition failed inside the service"
+        ) from None
 
 
 # --- building the response -------------------------------------------------------------

@@ -88,6 +88,14 @@ def _clean(text: str) -> str:
     return text
 
 
+# Characters of group names that the recogniser reads poorly, with what it reads them
+# as. 仫 is not in its dictionary at all: it comes out as 么 (its right half) or 俬.
+ETHNIC_LOOKALIKES = {
+    "仫": "么俬私",
+    "仡": "亿乞忆屹",
+}
+
+
 def match_ethnicity(text: str) -> str | None:
     """The ethnic group named by an OCR'd field, without 族, or None.
 

@@ -10,6 +10,7 @@ sex that the number itself carries.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,7 +101,28 @@ def _number_candidate(text: str) -> str:
     return re.sub(r"[^0-9X]", "", t)
 
 
-def parse_front(lines: list[TextLine]) -> CardFields:
+# Reads one line again as whichever of the candidate texts the image shows best.
+LineChooser = Callable[[TextLine, list[str]], str]
+
+
+def _tie_breaker(lines: list[TextLine], choose: LineChooser | None) -> places.TieBreaker | None:
+    """Turn a line chooser into a tie breaker for place names: find the line holding
+    the misread name and ask which candidate name the line's image shows."""
+    if choose is None:
+        return None
+
+    def breaker(read: str, names: list[str]) -> str | None:
+        for ln in lines:
+            if read in ln.text:
+                options = [ln.text.replace(read, name, 1) for name in names]
+                best = choose(ln, options)
+                return names[options.index(best)] if best in options else None
+        return None
+
+    return breaker
+
+
+def parse_front(lines: list[TextLine], choose: LineChooser | None = None) -> CardFields:
     out = CardFields()
     # The number: the line with the most digits, in the bottom part of the card.
     best, best_digits = None, 0
@@ -115,7 +137,7 @@ def parse_front(lines: list[TextLine]) -> CardFields:
         pieces = [best] + sorted(
             (ln for ln in lines if ln is not best and ln.x0 > best.x1 - best.height
              and abs(ln.cy - best.cy) < 0.5 * best.height
-             and _number_candidate(ln.text) and len(_number_candidate(ln.text)) <= 18 - best_digits),
+             and 0 < len(_number_candidate(ln.text)) <= 18 - best_digits),
             key=lambda ln: ln.x0,
         )
         text = "".join(_number_candidate(ln.text) for ln in pieces)
@@ -176,7 +198,9 @@ def parse_front(lines: list[TextLine]) -> CardFields:
             text = "".join(strip_label(ln.text) for ln in addr_lines)
             # No address starts with 住 or 址: they are what is left of a misread label.
             text = re.sub(r"^[住址:：]+", "", re.sub(r"\s+", "", text))
-            out.values["address"] = places.correct_address(text, out.values.get("number", ""))
+            out.values["address"] = places.correct_address(
+                text, out.values.get("number", ""), _tie_breaker(addr_lines, choose)
+            )
             out.quads["address"] = _union_quad(addr_lines)
     _fill_from_number(out)
     return out
@@ -249,7 +273,7 @@ def _fill_from_number(out: CardFields) -> None:
             out.values["sex"] = s
 
 
-def parse_back(lines: list[TextLine]) -> CardFields:
+def parse_back(lines: list[TextLine], choose: LineChooser | None = None) -> CardFields:
     out = CardFields()
     validity = None
     for ln in lines:
@@ -277,7 +301,9 @@ def parse_back(lines: list[TextLine]) -> CardFields:
         text = "".join(strip_label(ln.text) for r in rows for ln in r)
         # The authority's name is all Chinese; anything else came from the background.
         text = "".join(re.findall(r"[\u4e00-\u9fff]", text))
-        out.values["issue"] = places.correct_issue(text)
+        out.values["issue"] = places.correct_issue(
+            text, _tie_breaker([ln for r in rows for ln in r], choose)
+        )
         out.quads["issue"] = _union_quad([ln for r in rows for ln in r])
         if rows[0][0].label_merged:
             out.label_merged.add("issue")

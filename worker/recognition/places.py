@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import defaultdict
+from collections.abc import Callable
 
 from worker.recognition import idnumber
 
@@ -52,8 +53,15 @@ def _tree() -> tuple[list[str], dict[str, list[str]]]:
     return sorted(provinces), {k: sorted(v) for k, v in children.items()}
 
 
+# (what was read, the table names one slip away) -> the name the image shows, or None.
+TieBreaker = Callable[[str, list[str]], "str | None"]
+
+
 def _best_prefix(
-    text: str, names: list[str], prefer: frozenset[str] = frozenset()
+    text: str,
+    names: list[str],
+    prefer: frozenset[str] = frozenset(),
+    tie_breaker: TieBreaker | None = None,
 ) -> tuple[str, int] | None:
     """The one name that ``text`` starts with, allowing one slip; (name, chars used).
 
@@ -65,9 +73,12 @@ def _best_prefix(
         name = max(exact, key=len)
         return name, len(name)
     head = set(text[:16])
+    # With the image to ask, two-character names are safe to correct too: the reading
+    # itself stays a candidate, so a name that is not in the table is kept as read.
+    min_len = 2 if tie_breaker is not None else _MIN_LEN_TO_CORRECT
     best: list[tuple[int, int, str, int]] = []
     for name in names:
-        if len(name) < _MIN_LEN_TO_CORRECT or len(head.intersection(name)) < len(set(name)) - 1:
+        if len(name) < min_len or len(head.intersection(name)) < len(set(name)) - 1:
             continue
         for used in (len(name) - 1, len(name), len(name) + 1):
             if 0 < used <= len(text):
@@ -79,18 +90,32 @@ def _best_prefix(
     best.sort()
     top = [b for b in best if b[:2] == best[0][:2]]
     names_at_best = {b[2] for b in top}
-    if len(names_at_best) > 1:
-        preferred = [b for b in top if b[2] in prefer]
-        if len({b[2] for b in preferred}) != 1:
-            return None
-        top = preferred
-    return top[0][2], top[0][3]
+    preferred = [b for b in top if b[2] in prefer]
+    if len({b[2] for b in preferred}) == 1:
+        return preferred[0][2], preferred[0][3]
+    if len(names_at_best) == 1 and len(top[0][2]) >= _MIN_LEN_TO_CORRECT:
+        return top[0][2], top[0][3]
+    if tie_breaker is None:
+        return None
+    used = top[0][3]
+    same_span = sorted({b[2] for b in top if b[3] == used})
+    read = text[:used]
+    # Short names keep the reading itself as a candidate: one slip in two characters
+    # is as likely a name missing from the table as a misread one.
+    options = same_span + ([read] if len(read) < _MIN_LEN_TO_CORRECT else [])
+    chosen = tie_breaker(read, options)
+    if chosen is None or chosen == read:
+        return None
+    return chosen, used
 
 
-def correct_address(text: str, number: str = "") -> str:
+def correct_address(
+    text: str, number: str = "", tie_breaker: TieBreaker | None = None
+) -> str:
     """``text`` with its leading province/city/county names put right where one is clear.
 
-    ``number`` (the card's ID number) only breaks ties, toward its own region's names.
+    ``number`` (the card's ID number) breaks ties toward its own region's names;
+    ``tie_breaker`` asks the image when the text alone cannot decide.
     """
     provinces, children = _tree()
     prefer = frozenset(n for n in idnumber.region_names(number) if n) if number else frozenset()
@@ -105,7 +130,7 @@ def correct_address(text: str, number: str = "") -> str:
     out, rest = "", text
     level = provinces
     for _ in range(3):
-        hit = _best_prefix(rest, level, prefer)
+        hit = _best_prefix(rest, level, prefer, tie_breaker)
         if hit is None:
             break
         name, used = hit
@@ -125,14 +150,14 @@ def _all_names() -> list[str]:
 _ISSUE_RE = re.compile(r"^(?P<place>.+?)公安局(?:(?P<branch>.+?)分局)?$")
 
 
-def correct_issue(text: str) -> str:
+def correct_issue(text: str, tie_breaker: TieBreaker | None = None) -> str:
     """'衡阳市公安局雁峰分局', 'XX县公安局': the bureau's place and its branch."""
     m = _ISSUE_RE.match(text)
     if not m:
         return text
     _provinces, children = _tree()
     place = m.group("place")
-    hit = _best_prefix(place, _all_names())
+    hit = _best_prefix(place, _all_names(), tie_breaker=tie_breaker)
     if hit is None or hit[1] != len(place):
         return text
     name = hit[0]
@@ -141,6 +166,6 @@ def correct_issue(text: str) -> str:
     if branch is not None:
         # A branch is named after a district without its suffix (雁峰区 → 雁峰分局).
         shorts = sorted({re.sub("[区县市]$", "", c) for c in children.get(name, [])})
-        bhit = _best_prefix(branch, shorts)
+        bhit = _best_prefix(branch, shorts, tie_breaker=tie_breaker)
         result += (bhit[0] if bhit and bhit[1] == len(branch) else branch) + "分局"
     return result

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from worker.recognition.ethnicity import ETHNIC_GROUPS, ETHNIC_LOOKALIKES
 from worker.recognition.layout import (
     BACK_LABELS,
     BACK_TITLES,
@@ -43,7 +44,7 @@ def _upside_down(ocr: OcrEngine, card: np.ndarray, lines: list[TextLine]) -> boo
     crops = [crop_line(card, ln.quad) for ln in voters]
     votes = ocr.classify_180(crops)
     weight = 0.0
-    for (flipped, conf), ln in zip(votes, voters):
+    for (flipped, conf), ln in zip(votes, voters, strict=True):
         w = (ln.x1 - ln.x0) * conf
         weight += w if flipped else -w
     return weight > 0
@@ -115,6 +116,28 @@ class _Cropper:
         return stretch_contrast(crop)
 
 
+def _read_ethnicity_as_choice(
+    ocr: OcrEngine, crop: _Cropper, lines: list[TextLine]
+) -> list[TextLine]:
+    """Re-read the ethnicity value as one of the 56 group names.
+
+    Free-text recognition confuses rare characters ('俬佬' for 仫佬); choosing the most
+    likely of the 56 names under the recogniser's own output does not.
+    """
+    out = []
+    for ln in lines:
+        in_zone = mm(27) <= ln.x0 and ln.x1 <= mm(56) and mm(12) <= ln.cy <= mm(22)
+        value = ln.text.replace("民族", "", 1) if "民族" in ln.text else ln.text
+        if (in_zone or "民族" in ln.text) and value and not any(ch in value for ch in "男女"):
+            with_label = "民族" in ln.text
+            names = [("民族" + g if with_label else g) for g in ETHNIC_GROUPS]
+            best, _margin = ocr.best_of(crop(ln.quad), names, ETHNIC_LOOKALIKES)
+            if best:
+                ln = TextLine(ln.quad, best, ln.score, ln.label_merged)
+        out.append(ln)
+    return out
+
+
 def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
     card, m = rectify_card(bgr, corners)
     found = [
@@ -156,6 +179,8 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
         if (cut is not None and _LABEL_PREFIX.match(ln.text)
                 and _LABEL_PREFIX.sub("", ln.text) and ln.x0 < cut < ln.x1 - mm(1.0)):
             lines[i] = TextLine(_clip_left(ln.quad, cut), ln.text, ln.score, label_merged=True)
+    if side == "front":
+        lines = _read_ethnicity_as_choice(ocr, crop, lines)
     lines.sort(key=lambda ln: (ln.cy, ln.x0))
     return CardRead(corners=np.asarray(corners, np.float32), photo_to_card=m, card=card,
                     lines=lines, side=side, side_score=max(front, back))

@@ -1,0 +1,116 @@
+"""What the engine knows about cards, used to read better than free OCR."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from worker.recognition.ocr import ctc_log_likelihoods
+from worker.recognition.places import correct_address, correct_issue, edit_distance
+
+
+def _brute_force_ctc(probs: np.ndarray, label: list[int]) -> float:
+    total = 0.0
+    for path in itertools.product(range(probs.shape[1]), repeat=probs.shape[0]):
+        out, prev = [], None
+        for c in path:
+            if c != prev and c != 0:
+                out.append(c)
+            prev = c
+        if out == label:
+            total += float(np.prod([probs[t, c] for t, c in enumerate(path)]))
+    return float(np.log(total))
+
+
+def test_ctc_likelihoods_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random((5, 3))
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = [[1], [1, 1], [1, 2], [2, 1, 2], [2, 2, 2]]
+    got = ctc_log_likelihoods(np.log(probs), labels)
+    want = [_brute_force_ctc(probs, lab) for lab in labels]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_ctc_prefers_what_the_frames_show() -> None:
+    # Frames: blank, 'a', blank, 'b' with high confidence.
+    probs = np.full((4, 3), 0.05)
+    for t, c in enumerate([0, 1, 0, 2]):
+        probs[t, c] = 0.9
+    ll = ctc_log_likelihoods(np.log(probs), [[1, 2], [2, 1], [1]])
+    assert int(np.argmax(ll)) == 0
+
+
+@pytest.mark.parametrize(
+    ("read", "number", "expected"),
+    [
+        # a misread county character, and one dropped at the city
+        ("河北省石家庄市长安匡建设路1号", "", "河北省石家庄市长安区建设路1号"),
+        ("四川省陵市积城区龙湖新村24栋", "", "四川省涪陵市枳城区龙湖新村24栋"),
+        # leftovers of a misread label in front of the province
+        ("佳址江苏省南京市溧水区开发大街927号", "", "江苏省南京市溧水区开发大街927号"),
+        # a name with repeated characters (族 three times)
+        ("云南省普洱市孟连傣族拉枯族佤族自治县振兴北路531号", "",
+         "云南省普洱市孟连傣族拉祜族佤族自治县振兴北路531号"),
+        # a correct address is left alone, including the street part
+        ("北京市东城区示例路1号", "", "北京市东城区示例路1号"),
+        # text that is no address at all is left alone
+        ("ABC123", "", "ABC123"),
+    ],
+)
+def test_correct_address(read: str, number: str, expected: str) -> None:
+    assert correct_address(read, number) == expected
+
+
+def test_address_tie_is_broken_by_the_number_region() -> None:
+    # 南京市 has had both 溧水县 and 溧水区; 漂 is one slip from either.
+    assert correct_address("江苏省南京市漂水区开发大街", "320117199001010011").startswith(
+        "江苏省南京市溧水区"
+    )
+
+
+@pytest.mark.parametrize(
+    ("read", "expected"),
+    [
+        ("衡阳市公安局雁峰分局", "衡阳市公安局雁峰分局"),
+        # 衡阳市 and 衡阳县 are equally close: without the image, no guess
+        ("衡阳币公安局雁峰分局", "衡阳币公安局雁峰分局"),
+        ("某某公安局", "某某公安局"),  # unknown place: unchanged
+        ("不是机关", "不是机关"),
+    ],
+)
+def test_correct_issue(read: str, expected: str) -> None:
+    assert correct_issue(read) == expected
+
+
+def test_ties_are_broken_by_the_image() -> None:
+    asked = []
+
+    def image_says(read: str, names: list[str]) -> str:
+        asked.append((read, names))
+        return "衡阳市"
+
+    assert correct_issue("衡阳币公安局", image_says) == "衡阳市公安局"
+    assert asked and "衡阳县" in asked[0][1] and "衡阳市" in asked[0][1]
+
+
+def test_short_names_keep_the_reading_when_the_image_agrees() -> None:
+    # 积城 is one slip from 枳城 (a district of 涪陵市); the reading stays a candidate.
+    def keep_reading(read: str, names: list[str]) -> str:
+        assert read in names
+        return read
+
+    assert correct_issue("涪陵市公安局积城分局", keep_reading) == "涪陵市公安局积城分局"
+
+    def image_says_zhi(read: str, names: list[str]) -> str:
+        return "枳城" if "枳城" in names else read
+
+    assert correct_issue("涪陵市公安局积城分局", image_says_zhi) == "涪陵市公安局枳城分局"
+
+
+def test_edit_distance() -> None:
+    assert edit_distance("", "abc") == 3
+    assert edit_distance("南宫具", "南宫县") == 1
+    assert edit_distance("陵市", "涪陵市") == 1
