@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -79,6 +80,8 @@ class LoadedImage:
     already applied; ``original_size`` is its (width, height), i.e. as displayed.
     ``orientation`` is the EXIF/TIFF orientation (1–8) that was applied — what a
     caller needs to map points back to the stored, un-rotated pixel grid.
+    ``software`` is the program that last wrote the file as its metadata says (EXIF
+    ``Software``, else XMP ``CreatorTool``), or None; the tampering alert reads it.
     """
 
     bgr: np.ndarray
@@ -86,6 +89,7 @@ class LoadedImage:
     exif_transposed: bool
     original_size: tuple[int, int]
     orientation: int = 1
+    software: str | None = None
 
 
 def _error(code: ErrorCode, message: str) -> ServiceError:
@@ -203,6 +207,7 @@ def _load_image(data: bytes) -> LoadedImage:
         im.load()
         if fmt != "TIFF":
             orientation = applied = _exif_orientation(im)
+        software = _software(im)
         pixels, to_bgr = _pixels_8bit(im)
     finally:
         # Release Pillow's copy of the pixels before OpenCV makes the final one: at
@@ -223,6 +228,7 @@ def _load_image(data: bytes) -> LoadedImage:
         exif_transposed=transposed,
         original_size=(width, height),
         orientation=applied if transposed else 1,
+        software=software,
     )
 
 
@@ -342,6 +348,31 @@ def _exif_orientation(im: Image.Image) -> int:
         # Malformed EXIF is common from cheap cameras/phones; the pixels are still fine.
         return 1
     return orientation if isinstance(orientation, int) and orientation in _ORIENT else 1
+
+
+_SOFTWARE_TAG = 0x0131
+_MAX_SOFTWARE_CHARS = 200
+_XMP_CREATOR = re.compile(rb"CreatorTool(?:>|=\")([^<\"]{1,200})")
+
+
+def _software(im: Image.Image) -> str | None:
+    """EXIF ``Software``, else XMP ``CreatorTool``: None when absent or unreadable."""
+    try:
+        value = im.getexif().get(_SOFTWARE_TAG)
+    except Exception:
+        value = None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not (isinstance(value, str) and value.strip("\x00 ")):
+        xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or b""
+        if isinstance(xmp, str):
+            xmp = xmp.encode("utf-8", "replace")
+        match = _XMP_CREATOR.search(xmp) if isinstance(xmp, bytes) else None
+        value = match.group(1).decode("utf-8", "replace") if match else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip("\x00 ").strip()
+    return value[:_MAX_SOFTWARE_CHARS] or None
 
 
 def _pixels_8bit(im: Image.Image) -> tuple[np.ndarray, int | None]:
