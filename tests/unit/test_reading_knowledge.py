@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from worker.recognition.ocr import ctc_log_likelihoods
+from worker.recognition.ctc import constrained_beam_search, ctc_log_likelihoods
 from worker.recognition.places import correct_address, correct_issue, edit_distance
 
 
@@ -114,3 +114,39 @@ def test_edit_distance() -> None:
     assert edit_distance("", "abc") == 3
     assert edit_distance("南宫具", "南宫县") == 1
     assert edit_distance("陵市", "涪陵市") == 1
+
+
+def _frames(text: str, alphabet: str, confusion: dict[int, dict[str, float]] | None = None):
+    """Frame probabilities for ``text``: blank, char, blank, char ...; ``confusion`` moves
+    probability at character position i to other characters."""
+    classes = {ch: i + 1 for i, ch in enumerate(alphabet)}
+    rows = []
+    for i, ch in enumerate(text):
+        blank = np.full(len(alphabet) + 1, 0.001)
+        blank[0] = 1.0
+        rows.append(blank / blank.sum())
+        row = np.full(len(alphabet) + 1, 0.001)
+        for other, p in (confusion or {}).get(i, {}).items():
+            row[classes[other]] = p
+        row[classes[ch]] = max(row[classes[ch]], 1.0 - sum((confusion or {}).get(i, {}).values()))
+        rows.append(row / row.sum())
+    return np.array(rows), classes
+
+
+def test_beam_search_uses_the_checksum() -> None:
+    from worker.recognition.idnumber import valid_number
+
+    number = "110101199003060016"
+    # The recogniser prefers 7 over the printed 1 at position 15; only 1 makes a valid number.
+    probs, classes = _frames(number, "0123456789X", {15: {"7": 0.6}})
+    greedy = "".join(
+        {v: k for k, v in classes.items()}[int(i)] for i in probs.argmax(axis=1) if i
+    )
+    assert greedy != number
+    got = constrained_beam_search(probs, classes, 18, valid_number)
+    assert got == number
+
+
+def test_beam_search_gives_up_rather_than_invent() -> None:
+    probs, classes = _frames("1101011990030600", "0123456789X")  # only 16 characters
+    assert constrained_beam_search(probs, classes, 18, lambda s: True) is None

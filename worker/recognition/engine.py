@@ -18,7 +18,7 @@ import numpy as np
 
 from idcard.errors import ErrorCode, ServiceError
 from idcard.options import RecognitionOptions
-from worker.recognition import imageio, verification
+from worker.recognition import idnumber, imageio, verification
 from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS, CardFields, parse_back, parse_front
 from worker.recognition.layout import ASPECT, FRONT_PORTRAIT_MM, mm
 from worker.recognition.locate import locate_cards, order_corners
@@ -56,11 +56,19 @@ def _whole_image_corners(bgr: np.ndarray) -> np.ndarray:
 
 
 def _parse(r: CardRead, bgr: np.ndarray, ocr: OcrEngine) -> CardFields:
-    def choose(line: TextLine, options: list[str]) -> str:
-        crop = crop_line(bgr, to_photo(line.quad, r.photo_to_card), pad=0.08, hpad=0.3)
-        return ocr.best_of(stretch_contrast(crop), options)[0]
+    def crop(line: TextLine) -> np.ndarray:
+        quad = to_photo(line.quad, r.photo_to_card)
+        return stretch_contrast(crop_line(bgr, quad, pad=0.08, hpad=0.3))
 
-    return parse_front(r.lines, choose) if r.side == "front" else parse_back(r.lines, choose)
+    def choose(line: TextLine, options: list[str]) -> str:
+        return ocr.best_of(crop(line), options)[0]
+
+    def read_number(line: TextLine) -> str | None:
+        return ocr.read_constrained(crop(line), "0123456789X", 18, idnumber.valid_number)
+
+    if r.side == "front":
+        return parse_front(r.lines, choose, read_number)
+    return parse_back(r.lines, choose)
 
 
 def read_registered(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> ReadSide | None:

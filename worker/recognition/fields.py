@@ -103,6 +103,8 @@ def _number_candidate(text: str) -> str:
 
 # Reads one line again as whichever of the candidate texts the image shows best.
 LineChooser = Callable[[TextLine, list[str]], str]
+# Reads the number line again as a valid 18-character ID number, or None.
+NumberReader = Callable[[TextLine], "str | None"]
 
 
 def _tie_breaker(lines: list[TextLine], choose: LineChooser | None) -> places.TieBreaker | None:
@@ -122,7 +124,11 @@ def _tie_breaker(lines: list[TextLine], choose: LineChooser | None) -> places.Ti
     return breaker
 
 
-def parse_front(lines: list[TextLine], choose: LineChooser | None = None) -> CardFields:
+def parse_front(
+    lines: list[TextLine],
+    choose: LineChooser | None = None,
+    read_number: NumberReader | None = None,
+) -> CardFields:
     out = CardFields()
     # The number: the line with the most digits, in the bottom part of the card.
     best, best_digits = None, 0
@@ -141,7 +147,9 @@ def parse_front(lines: list[TextLine], choose: LineChooser | None = None) -> Car
             key=lambda ln: ln.x0,
         )
         text = "".join(_number_candidate(ln.text) for ln in pieces)
-        out.values["number"] = _read_number(text, min(ln.score for ln in pieces))
+        out.values["number"] = _read_number(
+            text, min(ln.score for ln in pieces), best if len(pieces) == 1 else None, read_number
+        )
         out.quads["number"] = _union_quad(pieces)
         if best.label_merged:
             out.label_merged.add("number")
@@ -239,10 +247,18 @@ def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
 REPAIR_BELOW_SCORE = 0.97
 
 
-def _read_number(text: str, score: float) -> str:
-    if score < REPAIR_BELOW_SCORE:
-        return idnumber.repair_number(text)
-    return idnumber.normalise_number(text)
+def _read_number(
+    text: str, score: float, line: TextLine | None, read_number: NumberReader | None
+) -> str:
+    number = idnumber.normalise_number(text)
+    if score >= REPAIR_BELOW_SCORE and len(number) == 18:
+        return number
+    repaired = idnumber.repair_number(text)
+    if idnumber.valid_number(repaired) or read_number is None or line is None:
+        return repaired
+    # Read the line again as exactly 18 characters whose checksum, region and birth date
+    # hold: the most probable such reading under the recogniser's own frame scores.
+    return read_number(line) or repaired
 
 
 def _clean_name(text: str) -> str:

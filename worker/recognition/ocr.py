@@ -11,10 +11,13 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from worker.recognition.ctc import constrained_beam_search, ctc_log_likelihoods
 
 # Multiples of 32 are what the DB detector's down-sampling path needs.
 _DET_STRIDE = 32
@@ -119,12 +122,7 @@ class OcrEngine:
         a closed vocabulary (the 56 ethnic groups) is read as a choice among its words
         rather than as free text.
         """
-        h, w = crop.shape[:2]
-        imgc, imgh, imgw = self._rec.rec_image_shape[:3]
-        ratio = max(imgw / imgh, w / max(h, 1))
-        blob = self._rec.resize_norm_img(crop, ratio)[None].astype(np.float32)
-        with self._lock:
-            probs = self._rec.session(blob)[0][0]
+        probs = self.frame_probs(crop)
         index = self._rec.postprocess_op.dict
         # A character may be credited with its look-alikes' probability too: a rare
         # character the recogniser cannot output at all (仫 is missing from its
@@ -148,47 +146,29 @@ class OcrEngine:
         margin = float(ll[order[0]] - ll[order[1]]) if len(order) > 1 else float("inf")
         return kept[int(order[0])], margin
 
+    def frame_probs(self, crop: np.ndarray) -> np.ndarray:
+        """The recogniser's T×C per-frame character probabilities for one line."""
+        h, w = crop.shape[:2]
+        imgc, imgh, imgw = self._rec.rec_image_shape[:3]
+        ratio = max(imgw / imgh, w / max(h, 1))
+        blob = self._rec.resize_norm_img(crop, ratio)[None].astype(np.float32)
+        with self._lock:
+            return self._rec.session(blob)[0][0]
+
+    def read_constrained(
+        self, crop: np.ndarray, alphabet: str, length: int, accept: Callable[[str], bool]
+    ) -> str | None:
+        """The most probable ``length``-character reading over ``alphabet`` that
+        ``accept`` passes (e.g. an ID number whose checksum holds)."""
+        index = self._rec.postprocess_op.dict
+        symbols = {ch: index[ch] for ch in alphabet if ch in index}
+        return constrained_beam_search(self.frame_probs(crop), symbols, length, accept)
+
     def full_image(self, bgr: np.ndarray) -> list[TextLine]:
         """Plain RapidOCR on the whole image: the baseline the benchmarks compare with."""
         with self._lock:
             res, _ = self._rapid(bgr)
         return [TextLine(np.asarray(q, dtype=np.float32), t, float(s)) for q, t, s in res or []]
-
-
-def ctc_log_likelihoods(logp: np.ndarray, labels: list[list[int]]) -> np.ndarray:
-    """log P(label | frames) for each label under CTC (blank = class 0), all at once.
-
-    ``logp`` is T×C log-probabilities. The forward recursion runs over every label's
-    extended state sequence together, so scoring 100 short words costs T vector steps.
-    """
-    t_len = logp.shape[0]
-    k = len(labels)
-    lmax = max(len(lab) for lab in labels)
-    s_len = 2 * lmax + 1
-    ext = np.zeros((k, s_len), dtype=np.int64)
-    lengths = np.array([len(lab) for lab in labels])
-    for i, lab in enumerate(labels):
-        ext[i, 1 : 2 * len(lab) : 2] = lab
-    states = np.arange(s_len)
-    valid = states[None, :] < (2 * lengths[:, None] + 1)
-    # A label state may skip the blank before it unless it repeats the previous label.
-    prev2 = np.concatenate([np.full((k, 2), -1), ext[:, :-2]], axis=1)
-    skip = (states[None, :] % 2 == 1) & (states[None, :] >= 2) & (ext != prev2)
-    neg = -np.inf
-    alpha = np.full((k, s_len), neg)
-    alpha[:, 0] = logp[0, 0]
-    alpha[:, 1] = logp[0, ext[:, 1]]
-    alpha[~valid] = neg
-    for t in range(1, t_len):
-        a1 = np.concatenate([np.full((k, 1), neg), alpha[:, :-1]], axis=1)
-        a2 = np.concatenate([np.full((k, 2), neg), alpha[:, :-2]], axis=1)
-        a2 = np.where(skip, a2, neg)
-        with np.errstate(invalid="ignore"):
-            alpha = np.logaddexp(np.logaddexp(alpha, a1), a2) + logp[t, ext]
-        alpha[~valid] = neg
-    last = 2 * lengths
-    rows = np.arange(k)
-    return np.logaddexp(alpha[rows, last], alpha[rows, last - 1])
 
 
 def crop_line(

@@ -25,7 +25,7 @@ MIN_LINE_HEIGHT_PX = 12
 MIN_LINE_WIDTH_PX = 10
 # The detector runs on a smaller copy of the card: its text is 2.6 mm and more, which
 # stays over 15 px at this size, and detection time grows with the pixels.
-DET_MAX_SIDE = 640
+DET_MAX_SIDE = 736
 # How many of the widest lines vote on whether the card is upside down.
 ORIENTATION_VOTERS = 6
 
