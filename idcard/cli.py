@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from idcard.errors import ErrorCode, ServiceError
 from idcard.options import ALERTS, SIDES, RecognitionOptions
@@ -125,7 +129,185 @@ def cmd_projects_create(args: argparse.Namespace) -> int:
     return 0
 
 
+EMBEDDED_ACTOR = "worker:embedded"
+_RECONCILE_EVERY_SECONDS = 60.0
+_PURGE_EVERY_SECONDS = 600.0
+
+
+def embedded_runner(stop: threading.Event) -> Callable[[str], str | None]:
+    """``run(job_id) -> final status`` for ``serve --embedded``'s in-process dispatcher:
+    the worker's job runner, with webhooks delivered from threads of their own."""
+    from worker.delivery import deliver_until_done
+    from worker.jobrunner import run_job
+
+    def deliver(job_id: str, event_id: str) -> None:
+        threading.Thread(target=deliver_until_done, args=(job_id, event_id),
+                         kwargs={"actor": EMBEDDED_ACTOR, "stop": stop}, daemon=True,
+                         name="idcard-webhook").start()
+
+    def run(job_id: str) -> str | None:
+        # No Redis here: the dispatcher's own events wake the waiters.
+        outcome = run_job(job_id, EMBEDDED_ACTOR, notifier=lambda _job, _status: None)
+        if outcome.webhook_event_id is not None:
+            deliver(job_id, outcome.webhook_event_id)
+        return outcome.status
+
+    run.deliver = deliver  # type: ignore[attr-defined]  # for the maintenance loop
+    return run
+
+
+def _requeue_pending(dispatcher: Any) -> int:
+    """No broker remembers jobs across a restart of the embedded mode: hand the jobs
+    still queued in the database to this process's pools."""
+    from sqlalchemy import select
+
+    from idcard.db import session_scope
+    from idcard.jobs import queue_for, record_enqueued
+    from idcard.models import Job, JobStatus
+
+    with session_scope() as session:
+        pending = session.execute(
+            select(Job.id, Job.priority).where(Job.status == JobStatus.QUEUED.value)
+            .order_by(Job.created_at)
+        ).all()
+        for job_id, priority in pending:
+            queue = queue_for(priority)
+            dispatcher.enqueue(job_id, queue)
+            record_enqueued(session, job_id, EMBEDDED_ACTOR, queue)
+    return len(pending)
+
+
+def _embedded_maintenance(dispatcher: Any, run: Any, stop: threading.Event) -> None:
+    """What Celery beat does for the service: the reconciler and retention purges."""
+    from idcard.db import session_scope
+    from idcard.jobs import purge_expired
+    from worker.jobrunner import reconcile
+
+    last_purge = 0.0
+    while not stop.wait(_RECONCILE_EVERY_SECONDS):
+        try:
+            reconcile(dispatcher.enqueue, run.deliver, actor=EMBEDDED_ACTOR,
+                      in_broker=dispatcher.pending_ids())
+            if time.monotonic() - last_purge >= _PURGE_EVERY_SECONDS:
+                with session_scope() as session:
+                    purge_expired(session)
+                last_purge = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - try again next round
+            sys.stderr.write(f"idcard-ocr: maintenance failed ({type(exc).__name__})\n")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.app import create_app
+    from api.dispatch import InProcessDispatcher
+    from idcard.settings import MissingSecretKeyError, get_settings
+
+    if args.embedded:
+        os.environ["IDCARD_EMBEDDED"] = "1"
+        get_settings.cache_clear()
+    settings = get_settings()
+    dispatcher = None
+    stop = threading.Event()
+    try:
+        settings.secret_keys  # noqa: B018 - fail now, not on the first request
+        if args.embedded:
+            from idcard.migrate import upgrade
+
+            upgrade()
+            run = embedded_runner(stop)
+            dispatcher = InProcessDispatcher(run, interactive_threads=args.threads,
+                                             bulk_threads=1)
+            requeued = _requeue_pending(dispatcher)
+            if requeued:
+                sys.stderr.write(f"idcard-ocr: re-queued {requeued} pending job(s)\n")
+            threading.Thread(target=_embedded_maintenance, args=(dispatcher, run, stop),
+                             daemon=True, name="idcard-maintenance").start()
+    except (MissingSecretKeyError, SQLAlchemyError, RuntimeError) as exc:
+        return _service_error(exc)
+    app = create_app(settings, dispatcher)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    proxy_headers=False)
+    finally:
+        stop.set()
+        if dispatcher is not None:
+            dispatcher.close()
+    return 0
+
+
+def _queue_list(spec: str) -> list[str]:
+    from idcard.queues import ALL_QUEUES
+
+    queues = [q.strip() for q in spec.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in ALL_QUEUES]
+    if unknown or not queues:
+        raise argparse.ArgumentTypeError(
+            f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(ALL_QUEUES))
+    return queues
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from idcard.settings import get_settings
+
+    try:
+        _ = get_settings().secret_keys  # fail now, not on every job
+    except RuntimeError as exc:
+        return _service_error(exc)
+    # With several processes, the app sets IDCARD_OCR_THREADS=1 unless it is set.
+    from worker.celery_app import app
+
+    # No mingle/gossip: they share revokes and cluster events, which we do not use, and
+    # cost a second at startup plus chatter on the broker.
+    argv = ["worker", f"--queues={','.join(args.queues)}", f"--loglevel={args.loglevel}",
+            "--pool=prefork", "--without-mingle", "--without-gossip"]
+    if args.concurrency:
+        argv.append(f"--concurrency={args.concurrency}")
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    if args.beat:
+        argv.append("--beat")
+    # In this process, not a child: SIGTERM reaches Celery itself, which stops taking
+    # messages, lets running jobs finish, and hands reserved messages back to Redis.
+    code = app.start(argv)
+    return int(code or 0)
+
+
 def _add_service_commands(sub: argparse._SubParsersAction) -> None:
+    from idcard.queues import ALL_QUEUES
+
+    p = sub.add_parser("worker", help="run a Celery worker (Redis broker, SQL database)")
+    p.add_argument("--queues", type=_queue_list, default=list(ALL_QUEUES),
+                   help="comma-separated queues to consume (default: all: "
+                        + ",".join(ALL_QUEUES) + ")")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N",
+                   help="worker processes (default: one per CPU)")
+    p.add_argument("--loglevel", default="info",
+                   choices=["debug", "info", "warning", "error", "critical"])
+    p.add_argument("--hostname", "-n", default=None,
+                   help="Celery node name (default celery@<host>)")
+    p.add_argument("--beat", action="store_true",
+                   help="also schedule the reconciler (every 60 s) and the retention purge "
+                        "(every 10 min); run it on exactly one worker")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("serve", help="run the HTTP API")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--embedded", action="store_true",
+                   help="run the API and a worker in this process: SQLite by default, no "
+                        "Redis, migrations applied on start (for a laptop)")
+    p.add_argument("--threads", type=int, default=2, metavar="N",
+                   help="--embedded: recognition threads for interactive jobs (default 2; "
+                        "bulk jobs have one thread of their own)")
+    p.add_argument("--log-level", default="info",
+                   choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("migrate", help="apply the database migrations to IDCARD_DATABASE_URL")
     p.add_argument("--revision", default="head", help="target revision (default: head)")
     p.set_defaults(func=cmd_migrate)

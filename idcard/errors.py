@@ -39,6 +39,8 @@ class ErrorCode(str, Enum):
     RECOGNITION_FAILED = ("AIS.0105", 500, "Recognition failed inside the service.")
     UNAUTHORIZED = ("APIGW.0301", 401, "Missing or wrong X-Auth-Token or AK/SK signature.")
     RATE_LIMITED = ("APIGW.0308", 429, "Rate limit of the project exceeded.")
+    # The vendor's API gateway answers an unknown path or method with this code.
+    NO_SUCH_API = ("APIGW.0101", 404, "No such API: unknown path or method.")
 
     FILE_UNREADABLE = ("IDC.0001", 400, "CLI only: an input file cannot be read.")
     URL_DOWNLOAD_FAILED = (

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
 
     batch_max_items: int = 1000
 
+    # Request bodies over these are refused before they are parsed: the sync and job
+    # routes carry one image (10 MB of base64 plus the JSON around it), a batch many.
+    api_max_body_bytes: int = 14 * 1024 * 1024
+    batch_max_body_bytes: int = 64 * 1024 * 1024
+
     webhook_max_attempts: int = 8
     webhook_backoff_base_seconds: float = 2.0
     webhook_timeout_seconds: float = 5.0

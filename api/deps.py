@@ -1,0 +1,93 @@
+"""What routes get injected: settings, a database session, the caller, the JSON body,
+the dispatcher and the job service built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from sqlalchemy.orm import Session
+
+from api.auth import Caller, authenticate
+from api.body import json_object_body
+from api.dispatch import Dispatcher
+from api.metrics import ApiMetrics
+from api.service import JobService
+from idcard.db import new_session
+from idcard.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    return request.app.state.dispatcher
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """One transaction per request, committed before the response is sent (scope
+    'function'), rolled back on any error."""
+    session = new_session(settings.database_url)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+ProjectId = Annotated[str, Path(description="the project the credential belongs to")]
+
+
+def current_caller(request: Request, project_id: ProjectId, session: SessionDep) -> Caller:
+    caller = authenticate(request, session, project_id)
+    # End the transaction now: no connection (nor SQLite's write lock) is held while a
+    # large body is still being uploaded.
+    session.commit()
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+async def json_body(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    return await json_object_body(request, settings.api_max_body_bytes)
+
+
+async def batch_json_body(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    return await json_object_body(request, settings.batch_max_body_bytes)
+
+
+# Declared after CallerDep in a route's signature: the credential is checked before a
+# byte of a (possibly 14 MB) body is read.
+JsonBody = Annotated[dict[str, Any], Depends(json_body)]
+BatchJsonBody = Annotated[dict[str, Any], Depends(batch_json_body)]
+
+
+def job_service(
+    request: Request, caller: CallerDep, session: SessionDep, dispatcher: DispatcherDep,
+    settings: SettingsDep, metrics: MetricsDep,
+) -> JobService:
+    return JobService(
+        session=session, dispatcher=dispatcher, settings=settings,
+        project_id=caller.project.id, actor=caller.actor, metrics=metrics,
+        wait_limiter=request.app.state.wait_limiter,
+    )
+
+
+ServiceDep = Annotated[JobService, Depends(job_service)]

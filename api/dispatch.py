@@ -1,0 +1,263 @@
+"""Handing jobs to whoever runs them, and waiting for them to end.
+
+The API only knows job ids and queue names. Two implementations:
+
+- :class:`CeleryDispatcher` (the service): sends ``idcard.queues.TASK_RECOGNIZE`` by
+  name to the broker and waits for the worker's message on
+  ``idcard.queues.done_channel(job_id)``.
+- :class:`InProcessDispatcher` (``serve --embedded``, tests): runs a callable
+  ``run(job_id) -> status`` on two small thread pools, one per queue.
+
+Whatever ``wait`` returns, the database is the truth: callers re-read the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import select
+
+from idcard.db import new_session
+from idcard.models import TERMINAL_STATUSES, Job
+from idcard.queues import (
+    ALL_QUEUES,
+    QUEUE_BULK,
+    QUEUE_INTERACTIVE,
+    TASK_RECOGNIZE,
+    done_channel,
+)
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
+RECOGNITION_QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    def enqueue(self, job_id: str, queue: str) -> None:
+        """Hand the job over; raises on failure (the broker is down)."""
+
+    def wait(self, job_id: str, timeout: float) -> str | None:
+        """Block until the job ends (its final status) or ``timeout`` (None)."""
+
+    def ready(self) -> bool:
+        """Can jobs be handed over right now?"""
+
+    def queue_depths(self) -> dict[str, int]:
+        """Jobs waiting per recognition queue (for /metrics)."""
+
+    def close(self) -> None:
+        """Release threads and connections (app shutdown)."""
+
+
+def job_status(job_id: str, database_url: str | None = None) -> str | None:
+    """The job's status as committed in the database (None if there is no such job)."""
+    with new_session(database_url) as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+# --- Celery ---------------------------------------------------------------------------
+
+
+class CeleryDispatcher:
+    """Sends recognition tasks by name; waits on Redis pub/sub with a database fallback.
+
+    ``wait`` subscribes to the job's done channel and only then reads the job's status
+    once: a job that ended before the subscription is seen in the database, one that
+    ends after it is announced on the channel, so no completion is missed whatever the
+    order of ``enqueue`` and ``wait``. The status is also re-read every
+    ``poll_interval`` seconds in case a message is lost (Redis pub/sub is fire and
+    forget: a reconnect drops messages).
+    """
+
+    def __init__(
+        self, broker_url: str, redis_url: str, database_url: str | None = None, *,
+        poll_interval: float = 0.2,
+    ) -> None:
+        from celery import Celery
+        from kombu import Queue
+        from redis import Redis
+
+        # A bare Celery app used only to publish: no task code, no worker imports.
+        self._celery = Celery("idcard-api", broker=broker_url, set_as_current=False)
+        self._celery.conf.update(
+            # The same declarations as the workers' app: one direct route per queue.
+            task_queues=[Queue(name, routing_key=name) for name in ALL_QUEUES],
+            task_serializer="json",
+            broker_connection_timeout=3.0,
+            broker_connection_retry_on_startup=False,
+            task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1,
+                                       "interval_step": 0.2, "interval_max": 0.5},
+            broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 3},
+        )
+        self._redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=5,
+                                     health_check_interval=30)
+        self._database_url = database_url
+        self._poll_interval = poll_interval
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        self._celery.send_task(TASK_RECOGNIZE, args=[job_id], queue=queue)
+
+    def wait(self, job_id: str, timeout: float) -> str | None:
+        from redis.exceptions import RedisError
+
+        deadline = time.monotonic() + timeout
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            listening = self._subscribe(pubsub, job_id)
+            next_poll = 0.0
+            while (left := deadline - time.monotonic()) > 0:
+                if time.monotonic() >= next_poll:
+                    status = job_status(job_id, self._database_url)
+                    if status in _TERMINAL:
+                        return status
+                    next_poll = time.monotonic() + self._poll_interval
+                step = min(left, self._poll_interval)
+                if not listening:
+                    time.sleep(step)  # Redis lost: the database alone decides
+                    continue
+                try:
+                    message = pubsub.get_message(timeout=step)
+                except RedisError:
+                    listening = False
+                    continue
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    status = data.decode() if isinstance(data, bytes) else str(data)
+                    if status in _TERMINAL:
+                        return status
+            return None
+        finally:
+            pubsub.close()
+
+    @staticmethod
+    def _subscribe(pubsub: Any, job_id: str) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            pubsub.subscribe(done_channel(job_id))
+            return True
+        except RedisError:
+            log.warning("completion channel unavailable; polling the database")
+            return False
+
+    def ready(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except Exception:  # noqa: BLE001 - any failure means: not ready
+            return False
+
+    def queue_depths(self) -> dict[str, int]:
+        # Kombu's Redis transport keeps a queue in a list named after it, plus one list
+        # per priority step ("<queue>\x06\x16<n>") when priorities are used.
+        keys = {q: [q] + [f"{q}\x06\x16{n}" for n in (3, 6, 9)] for q in RECOGNITION_QUEUES}
+        pipe = self._redis.pipeline(transaction=False)
+        for names in keys.values():
+            for name in names:
+                pipe.llen(name)
+        lengths = iter(pipe.execute())
+        return {q: sum(next(lengths) for _ in names) for q, names in keys.items()}
+
+    def close(self) -> None:
+        self._redis.close()
+        self._celery.close()
+
+
+# --- in process -----------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    status: str | None = None
+    waiters: int = 0
+
+
+class InProcessDispatcher:
+    """Runs ``run(job_id) -> status`` on thread pools: one per queue, so that a bulk
+    backlog never delays an interactive job.
+
+    For one process with no broker (``serve --embedded``, tests). Jobs waiting in the
+    pools are lost when the process stops; they stay 'queued' in the database.
+    """
+
+    def __init__(
+        self, run: Callable[[str], str | None], *, interactive_threads: int = 2,
+        bulk_threads: int = 1,
+    ) -> None:
+        self._run = run
+        self._pools = {
+            QUEUE_INTERACTIVE: ThreadPoolExecutor(interactive_threads,
+                                                  thread_name_prefix="idcard-interactive"),
+            QUEUE_BULK: ThreadPoolExecutor(bulk_threads, thread_name_prefix="idcard-bulk"),
+        }
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._waiting = dict.fromkeys(self._pools, 0)
+        self._closed = False
+
+    def enqueue(self, job_id: str, queue: str) -> None:
+        pool = self._pools.get(queue)
+        if pool is None:
+            raise ValueError(f"unknown queue {queue!r}")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("dispatcher is closed")
+            self._pending.setdefault(job_id, _Pending())
+            self._waiting[queue] += 1
+        pool.submit(self._execute, job_id, queue)
+
+    def _execute(self, job_id: str, queue: str) -> None:
+        with self._lock:
+            self._waiting[queue] -= 1
+        status = None
+        try:
+            status = self._run(job_id)
+        except Exception:  # noqa: BLE001 - a crashed run must not kill the pool thread
+            log.exception("in-process job run failed")
+        with self._lock:
+            pending = self._pending.get(job_id)
+            if pending is not None:
+                pending.status = status
+                pending.done.set()
+                if pending.waiters == 0:
+                    del self._pending[job_id]
+
+    def wait(self, job_id: str, timeout: float) -> str | None:
+        with self._lock:
+            pending = self._pending.get(job_id)
+            if pending is None:
+                return None  # ended already (or never enqueued here): read the database
+            pending.waiters += 1
+        try:
+            return pending.status if pending.done.wait(timeout) else None
+        finally:
+            with self._lock:
+                pending.waiters -= 1
+                if pending.waiters == 0 and pending.done.is_set():
+                    self._pending.pop(job_id, None)
+
+    def ready(self) -> bool:
+        return not self._closed
+
+    def pending_ids(self) -> set[str]:
+        """Jobs handed over and not ended yet (what a reconciler must not resend)."""
+        with self._lock:
+            return {job_id for job_id, p in self._pending.items() if not p.done.is_set()}
+
+    def queue_depths(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._waiting)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)

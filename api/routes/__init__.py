@@ -1,0 +1,2 @@
+"""One module per resource; each route parses, authorises, calls one service method and
+answers."""

@@ -1,0 +1,223 @@
+"""What the routes ask for, on one caller's project: submit, wait, read, cancel, list.
+
+The job state machine itself is ``idcard.jobs``; this adds the hand-over to the
+dispatcher, which must happen after the job is committed (a worker has to find it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio import CapacityLimiter
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.dispatch import Dispatcher
+from api.metrics import ApiMetrics
+from api.schemas import (
+    BatchSubmission,
+    JobSubmission,
+    RecognitionInput,
+    batch_path,
+    event_view,
+    job_path,
+    job_response_body,
+    job_view,
+    timestamp,
+)
+from idcard.batches import batch_counts, batch_results, create_batch, get_batch
+from idcard.db import new_session
+from idcard.errors import ErrorCode, ServiceError
+from idcard.jobs import (
+    cancel_job,
+    create_job,
+    fail_job,
+    get_job,
+    job_events,
+    list_jobs,
+    queue_for,
+    read_result,
+    record_enqueued,
+)
+from idcard.models import Job, JobStatus, Priority
+from idcard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Batch results: commit the audit events of what was streamed every this many lines.
+_RESULTS_COMMIT_EVERY = 20
+
+
+def _not_ready(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.NOT_READY, message)
+
+
+@dataclass
+class JobService:
+    session: Session
+    dispatcher: Dispatcher
+    settings: Settings
+    project_id: str
+    actor: str
+    metrics: ApiMetrics
+    wait_limiter: CapacityLimiter
+
+    # --- submitting ---------------------------------------------------------------
+
+    def _require_ready(self) -> None:
+        # Refuse before storing anything: a job accepted while the broker is down would
+        # only run once the reconciler finds it.
+        if not self.dispatcher.ready():
+            raise _not_ready("the job queue is unavailable; try again later")
+
+    def _enqueue(self, jobs: Sequence[Job]) -> bool:
+        """Hand committed jobs over. On a broker failure the rest stay 'queued' in the
+        database, where the reconciler re-enqueues them; False then."""
+        ok = True
+        for index, job in enumerate(jobs):
+            queue = queue_for(job.priority)
+            try:
+                self.dispatcher.enqueue(job.id, queue)
+            except Exception as exc:  # noqa: BLE001 - any broker failure
+                log.warning("enqueue failed (%s); %d job(s) left for the reconciler",
+                            type(exc).__name__, len(jobs) - index)
+                ok = False
+                break
+            record_enqueued(self.session, job.id, self.actor, queue)
+        self.session.commit()
+        return ok
+
+    def submit(self, sub: JobSubmission, idempotency_key: str | None) -> tuple[Job, bool]:
+        """``(job, created)``; an idempotent replay answers the first job."""
+        self._require_ready()
+        job, created = create_job(
+            self.session, self.project_id, sub.input.options, image=sub.input.image,
+            url=sub.input.url, priority=sub.priority, callback_url=sub.callback_url,
+            client_reference=sub.client_reference, idempotency_key=idempotency_key,
+            actor=self.actor,
+        )
+        self.session.commit()
+        if created:
+            self._enqueue([job])
+        return job, created
+
+    def submit_batch(self, sub: BatchSubmission) -> dict[str, Any]:
+        self._require_ready()
+        batch, jobs = create_batch(
+            self.session, self.project_id, sub.items, sub.options, priority=sub.priority,
+            callback_url=sub.callback_url, client_reference=sub.client_reference,
+            actor=self.actor,
+        )
+        self.session.commit()
+        self._enqueue(jobs)
+        path = batch_path(self.project_id, batch.id)
+        return {"batch_id": batch.id, "job_ids": [j.id for j in jobs], "status_url": path,
+                "results_url": f"{path}/results"}
+
+    # --- the synchronous route ----------------------------------------------------
+
+    def _start_sync_job(self, rec: RecognitionInput) -> str:
+        self._require_ready()
+        job, _ = create_job(self.session, self.project_id, rec.options, image=rec.image,
+                            url=rec.url, priority=Priority.INTERACTIVE, actor=self.actor)
+        self.session.commit()
+        if not self._enqueue([job]):
+            # The caller is waiting and will retry: this job must never run later.
+            fail_job(self.session, job.id, ErrorCode.NOT_READY, "job queue unavailable",
+                     self.actor)
+            self.session.commit()
+            raise _not_ready("the job queue is unavailable; try again later")
+        return job.id
+
+    def _sync_answer(self, job_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        job = get_job(self.session, self.project_id, job_id)
+        if job.status == JobStatus.SUCCEEDED.value:
+            self.metrics.observe_job(job)
+            body = read_result(self.session, self.project_id, job.id, self.actor,
+                               purpose="sync")
+            if body is not None:
+                return 200, body
+        elif job.status == JobStatus.FAILED.value:
+            self.metrics.observe_job(job)
+            try:
+                code = ErrorCode(job.error_code)
+            except ValueError:
+                code = ErrorCode.RECOGNITION_FAILED
+            return code.http_status, {"error_code": code.value, "error_msg": job.error_msg}
+        elif job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            raise ServiceError(
+                ErrorCode.SYNC_TIMEOUT,
+                f"recognition did not finish within {timeout:g} s; it goes on as job "
+                f"{job.id}: poll GET {job_path(self.project_id, job.id)}",
+            )
+        raise ServiceError(ErrorCode.RECOGNITION_FAILED, f"job {job.id} ended {job.status}")
+
+    async def recognize(self, rec: RecognitionInput) -> tuple[int, dict[str, Any]]:
+        """Run one recognition as an interactive job and wait for it: ``(status, body)``
+        with the vendor's body, or ``IDC.0408`` after IDCARD_SYNC_TIMEOUT_SECONDS."""
+        timeout = self.settings.sync_timeout_seconds
+        job_id = await run_in_threadpool(self._start_sync_job, rec)
+        # Waiting threads have their own limiter: slow recognitions must not starve the
+        # thread pool that every other request runs on.
+        await anyio.to_thread.run_sync(self.dispatcher.wait, job_id, timeout,
+                                       limiter=self.wait_limiter)
+        return await run_in_threadpool(self._sync_answer, job_id, timeout)
+
+    # --- reading and cancelling ---------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = get_job(self.session, self.project_id, job_id)
+        result = None
+        if job.status == JobStatus.SUCCEEDED.value:
+            result = read_result(self.session, self.project_id, job_id, self.actor)
+        return job_view(job, result)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return job_view(cancel_job(self.session, self.project_id, job_id, self.actor))
+
+    def list_page(self, **filters: Any) -> dict[str, Any]:
+        jobs, cursor = list_jobs(self.session, self.project_id, **filters)
+        return {"jobs": [job_view(j, with_result=False) for j in jobs], "next_cursor": cursor}
+
+    def events(self, job_id: str) -> dict[str, Any]:
+        events = job_events(self.session, self.project_id, job_id)
+        return {"job_id": job_id, "events": [event_view(e) for e in events]}
+
+    # --- batches ------------------------------------------------------------------
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        batch = get_batch(self.session, self.project_id, batch_id)
+        counts = batch_counts(self.session, self.project_id, batch_id)
+        total = counts.pop("total")
+        done = counts[JobStatus.QUEUED.value] + counts[JobStatus.RUNNING.value] == 0
+        return {"batch_id": batch.id, "created_at": timestamp(batch.created_at),
+                "priority": batch.priority, "client_reference": batch.client_reference,
+                "total": total, "counts": counts, "done": done}
+
+    def batch_result_lines(self, batch_id: str) -> Iterator[bytes]:
+        """Check the batch now (a 404 must come before the 200), then stream its lines
+        from a session of their own: this request's session ends before streaming."""
+        get_batch(self.session, self.project_id, batch_id)
+        return _result_lines(self.settings.database_url, self.project_id, batch_id,
+                             self.actor)
+
+
+def _result_lines(database_url: str, project_id: str, batch_id: str,
+                  actor: str) -> Iterator[bytes]:
+    session = new_session(database_url)
+    try:
+        results = batch_results(session, project_id, batch_id, actor)
+        for n, (job, body) in enumerate(results, 1):
+            line = {"job_id": job.id, "client_reference": job.client_reference,
+                    "status": job.status, "response": job_response_body(job, body)}
+            yield json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n"
+            if n % _RESULTS_COMMIT_EVERY == 0:
+                session.commit()  # the reads audited so far; no long write lock on SQLite
+        session.commit()
+    finally:
+        session.close()
