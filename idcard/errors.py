@@ -49,8 +49,9 @@ class ErrorCode(str, Enum):
     )
     URL_REFUSED = (
         "IDC.0202", 400,
-        "The image URL is refused: not http(s), a private or loopback address, or a host "
-        "outside IDCARD_URL_ALLOW_HOSTS.",
+        "The image URL is refused: not http(s), or it resolves to a loopback, private, "
+        "link-local, multicast or reserved address (hosts in IDCARD_URL_ALLOW_HOSTS are "
+        "exempt).",
     )
     JOB_NOT_FOUND = (
         "IDC.0404", 404,
