@@ -146,8 +146,10 @@ def embedded_runner(stop: threading.Event) -> Callable[[str], str | None]:
                          name="idcard-webhook").start()
 
     def run(job_id: str) -> str | None:
-        # No Redis here: the dispatcher's own events wake the waiters.
-        outcome = run_job(job_id, EMBEDDED_ACTOR, notifier=lambda _job, _status: None)
+        # No Redis here: the dispatcher's own events wake the waiters. One process runs
+        # every job, so a job found 'running' was orphaned by a crash: restart it.
+        outcome = run_job(job_id, EMBEDDED_ACTOR, notifier=lambda _job, _status: None,
+                          restart=True)
         if outcome.webhook_event_id is not None:
             deliver(job_id, outcome.webhook_event_id)
         return outcome.status
@@ -158,7 +160,8 @@ def embedded_runner(stop: threading.Event) -> Callable[[str], str | None]:
 
 def _requeue_pending(dispatcher: Any) -> int:
     """No broker remembers jobs across a restart of the embedded mode: hand the jobs
-    still queued in the database to this process's pools."""
+    still queued in the database, and those a crash left running, to this process's
+    pools."""
     from sqlalchemy import select
 
     from idcard.db import session_scope
@@ -167,7 +170,8 @@ def _requeue_pending(dispatcher: Any) -> int:
 
     with session_scope() as session:
         pending = session.execute(
-            select(Job.id, Job.priority).where(Job.status == JobStatus.QUEUED.value)
+            select(Job.id, Job.priority)
+            .where(Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)))
             .order_by(Job.created_at)
         ).all()
         for job_id, priority in pending:
