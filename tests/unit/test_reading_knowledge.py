@@ -54,6 +54,9 @@ def test_ctc_prefers_what_the_frames_show() -> None:
         # a name with repeated characters (族 three times)
         ("云南省普洱市孟连傣族拉枯族佤族自治县振兴北路531号", "",
          "云南省普洱市孟连傣族拉祜族佤族自治县振兴北路531号"),
+        # a county-level city right after its province is a real name, not a slip
+        ("山东省青州市柳老镇铺八村", "", "山东省青州市柳老镇铺八村"),
+        ("河南省禹州市和平南路110号", "", "河南省禹州市和平南路110号"),
         # a correct address is left alone, including the street part
         ("北京市东城区示例路1号", "", "北京市东城区示例路1号"),
         # text that is no address at all is left alone

@@ -18,7 +18,7 @@ import numpy as np
 
 from idcard.errors import ErrorCode, ServiceError
 from idcard.options import RecognitionOptions
-from worker.recognition import idnumber, imageio, verification
+from worker.recognition import alerts, idnumber, imageio, verification
 from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS, CardFields, parse_back, parse_front
 from worker.recognition.layout import ASPECT, FRONT_PORTRAIT_MM, mm
 from worker.recognition.locate import locate_cards, order_corners
@@ -119,6 +119,9 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
     if abs(max(w, h) / min(w, h) - ASPECT) / ASPECT < 0.15:
         candidates.append(_whole_image_corners(bgr))
     reads: list[ReadSide] = []
+    # Reads whose text runs across the card frame: the outline was wrong. Kept only as
+    # a last resort, after the other candidates and the text-based outline.
+    doubtful: list[ReadSide] = []
     tried = 0
     for corners in candidates:
         if tried >= MAX_CANDIDATES + (2 if want_two else 0):
@@ -131,6 +134,9 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
             continue
         if want_two and any(x.read.side == r.read.side for x in reads):
             continue
+        if not _aligned(r):
+            doubtful.append(r)
+            continue
         reads.append(r)
         if len(reads) == (2 if want_two else 1):
             break
@@ -139,8 +145,17 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
         if outline is not None:
             r = read_registered(ocr, bgr, outline)
             if r is not None:
-                reads.append(r)
+                (reads if _aligned(r) else doubtful).append(r)
+    if not reads and doubtful:
+        reads.append(max(doubtful, key=lambda r: _completeness(r.fields)))
     return reads
+
+
+def _aligned(r: ReadSide) -> bool:
+    """Whether the card's lines lie along the card frame (printed text is at most
+    about 5 mm tall; a line seen at an angle to the frame gets a much taller box)."""
+    heights = sorted(ln.height for ln in r.read.lines if len(ln.text) >= 4)
+    return not heights or heights[len(heights) // 2] < mm(6.5)
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
@@ -238,6 +253,8 @@ def _side_result(rec: Recognition, side_name: str, options: RecognitionOptions,
             res["portrait_location"] = []
     if options.wants("return_adjusted_image"):
         res["adjusted_image"] = imageio.encode_jpeg_base64(side.read.card)
+    if options.alerts:
+        res.update(alerts.response_fields(alerts.AlertContext(rec.image, side.read), options))
     return res
 
 

@@ -263,6 +263,9 @@ def _read_number(
 
 def _clean_name(text: str) -> str:
     text = re.sub(r"\s+", "", text)
+    # A name is Chinese characters (and the middle dot): digits or Latin letters at its
+    # ends came from the background or the label.
+    text = re.sub(r"^[^\u4e00-\u9fff]+|[^\u4e00-\u9fff]+$", "", text)
     # What a misread 姓名 label leaves in front of the name.
     if len(text) >= 3 and text[0] in "姓名":
         text = text[1:]

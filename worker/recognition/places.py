@@ -130,6 +130,10 @@ def correct_address(
     out, rest = "", text
     level = provinces
     for _ in range(3):
+        # An exact name from elsewhere in the table (a county-level city written right
+        # after its province, 山东省青州市) is what the card says: nothing to correct.
+        if not any(rest.startswith(n) for n in level) and _starts_with_known_name(rest):
+            break
         hit = _best_prefix(rest, level, prefer, tie_breaker)
         if hit is None:
             break
@@ -145,6 +149,19 @@ def correct_address(
 def _all_names() -> list[str]:
     provinces, children = _tree()
     return sorted({n for names in children.values() for n in names} | set(provinces))
+
+
+def _starts_with_known_name(text: str) -> bool:
+    return any(text.startswith(n) for n in _names_by_first_char().get(text[:1], ()))
+
+
+@functools.cache
+def _names_by_first_char() -> dict[str, tuple[str, ...]]:
+    index: dict[str, list[str]] = defaultdict(list)
+    for name in _all_names():
+        if len(name) >= 2:
+            index[name[0]].append(name)
+    return {k: tuple(v) for k, v in index.items()}
 
 
 _ISSUE_RE = re.compile(r"^(?P<place>.+?)公安局(?:(?P<branch>.+?)分局)?$")
