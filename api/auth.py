@@ -1,26 +1,41 @@
-"""Who is calling: a project, from its ``X-Auth-Token``.
+"""Who is calling: a project, from its ``X-Auth-Token`` or from the AK/SK request
+signature of the vendor's SDKs (``api.sdk_signature``).
 
-The contract also names the AK/SK request signature of the vendor's SDKs
-(``Authorization: SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...`` with
-``X-Sdk-Date``). It is not implemented yet: such a request is refused with a message
-that says so. To add it, implement ``_authenticate_sdk_signature`` (the project comes
-from ``idcard.projects.project_by_access_key``, the signed body from
-``api.body.read_limited_body``) and the dispatch below already routes to it.
+Either credential belongs to one project and is valid for that ``project_id`` only.
+Every failure is ``APIGW.0301``; the messages say what to fix without telling an
+unknown access key from a wrong signature.
+
+Order of the signature check: what the headers alone can refuse (a malformed
+``Authorization``, an ``X-Sdk-Date`` outside the 15-minute window) is refused first,
+then the access key is looked up (an unknown one is refused before the body is read),
+then the body is read (size-limited, ``api.body.read_limited_body``, kept for the
+route) and its SHA-256 is part of the signed request, then the signature is compared
+in constant time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote
 
 from fastapi import Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from api import sdk_signature
+from api.body import read_limited_body
 from idcard.errors import ErrorCode, ServiceError
 from idcard.models import Project
-from idcard.projects import project_by_token
+from idcard.projects import project_by_access_key, project_by_token
 
 TOKEN_HEADER = "X-Auth-Token"
-SDK_SIGNATURE_SCHEME = "SDK-HMAC-SHA256"
+SDK_SIGNATURE_SCHEME = sdk_signature.ALGORITHM
+PROJECT_ID_HEADER = "x-project-id"  # sent (and signed) by the SDK's BasicCredentials
+
+# Large bodies are hashed off the event loop.
+_HASH_IN_THREAD_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -40,28 +55,69 @@ def _authenticate_token(session: Session, token: str) -> Caller:
     return Caller(project=project, actor="api:token")
 
 
-def _authenticate_sdk_signature(request: Request, session: Session) -> Caller:
-    # Extension point (see the module docstring). Refusing is the only honest answer
-    # until the signature is really verified.
-    raise _unauthorized(
-        "AK/SK request signatures are not supported yet: authenticate with X-Auth-Token"
+def signed_request(request: Request, body: bytes,
+                   names: tuple[str, ...]) -> sdk_signature.SignedRequest:
+    """The parts of ``request`` that a signature over ``names`` covers."""
+    scope = request.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
+    return sdk_signature.SignedRequest(
+        method=request.method,
+        raw_path=path,
+        raw_query=scope.get("query_string", b"").decode("latin-1"),
+        headers={name: request.headers.getlist(name) for name in names},
+        body=body,
     )
 
 
-def authenticate(request: Request, session: Session, project_id: str) -> Caller:
+async def _authenticate_sdk_signature(
+    request: Request, session: Session, body_limit: int,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> Caller:
+    try:
+        auth = sdk_signature.parse_authorization(request.headers.get("authorization", ""))
+        dates = request.headers.getlist(sdk_signature.DATE_HEADER)
+        sdk_date = sdk_signature.parse_sdk_date(dates[0] if len(dates) == 1 else None, now())
+    except sdk_signature.SignatureError as exc:
+        raise _unauthorized(str(exc)) from None
+    found = await run_in_threadpool(project_by_access_key, session, auth.access_key)
+    if found is None:
+        raise _unauthorized("the AK/SK signature is not valid")
+    project, secret_key = found
+    body = await read_limited_body(request, body_limit)
+    signed = signed_request(request, body, auth.signed_headers)
+    try:
+        if len(body) > _HASH_IN_THREAD_BYTES:
+            await run_in_threadpool(sdk_signature.verify, signed, auth, sdk_date, secret_key)
+        else:
+            sdk_signature.verify(signed, auth, sdk_date, secret_key)
+    except sdk_signature.SignatureError as exc:
+        raise _unauthorized(str(exc)) from None
+    claimed = request.headers.getlist(PROJECT_ID_HEADER)
+    if claimed and claimed != [project.id]:
+        raise _unauthorized("X-Project-Id does not match the credential's project")
+    return Caller(project=project, actor="api:aksk")
+
+
+async def authenticate(request: Request, session: Session, project_id: str, *,
+                       body_limit: int) -> Caller:
     """The caller of a ``/v2/{project_id}/...`` request, or ``APIGW.0301``.
 
     A credential is valid for its own project only: another ``project_id`` in the path
-    is answered as a wrong credential, never with that project's data.
+    is answered as a wrong credential, never with that project's data. ``body_limit``
+    bounds what a signature check reads of the body (the route's own limit).
     """
     token = request.headers.get(TOKEN_HEADER)
     authorization = request.headers.get("authorization", "")
     if token:
-        caller = _authenticate_token(session, token)
-    elif authorization.startswith(SDK_SIGNATURE_SCHEME):
-        caller = _authenticate_sdk_signature(request, session)
+        caller = await run_in_threadpool(_authenticate_token, session, token)
+    elif authorization.startswith(SDK_SIGNATURE_SCHEME + " "):
+        caller = await _authenticate_sdk_signature(request, session, body_limit)
+    elif authorization.strip():
+        raise _unauthorized(f"unsupported Authorization scheme: use {TOKEN_HEADER} or an "
+                            f"{SDK_SIGNATURE_SCHEME} signature")
     else:
-        raise _unauthorized(f"missing {TOKEN_HEADER}")
+        raise _unauthorized(f"missing {TOKEN_HEADER} or AK/SK signature")
     if caller.project.id != project_id:
         raise _unauthorized("the credential is not valid for this project")
     return caller

@@ -38,10 +38,12 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     """
     cached = getattr(request.state, "raw_body", None)
     if cached is not None:
+        if len(cached) > limit:  # read earlier under a larger limit
+            raise _too_large(limit)
         return cached
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise _invalid("invalid Content-Length")
         if int(declared) > limit:
             raise _too_large(limit)  # before reading a single byte of it

@@ -8,11 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Caller, authenticate
 from api.body import json_object_body
 from api.dispatch import Dispatcher
 from api.metrics import ApiMetrics
+from api.ratelimit import RateLimiter
+from api.ratelimit import check as check_rate_limit
 from api.service import JobService
 from idcard.db import new_session
 from idcard.settings import Settings
@@ -54,11 +57,33 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ProjectId = Annotated[str, Path(description="the project the credential belongs to")]
 
 
-def current_caller(request: Request, project_id: ProjectId, session: SessionDep) -> Caller:
-    caller = authenticate(request, session, project_id)
+def get_rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
+def _body_limit(request: Request, settings: Settings) -> int:
+    route = getattr(request.scope.get("route"), "path", "")
+    return (settings.batch_max_body_bytes if route.endswith("/batches")
+            else settings.api_max_body_bytes)
+
+
+async def current_caller(request: Request, project_id: ProjectId, session: SessionDep,
+                         settings: SettingsDep, limiter: RateLimiterDep) -> Caller:
+    """The authenticated caller, within its project's rate limit (``APIGW.0301``,
+    ``APIGW.0308``). Only authenticated requests count against a project's limit."""
+    caller = await authenticate(request, session, project_id,
+                                body_limit=_body_limit(request, settings))
     # End the transaction now: no connection (nor SQLite's write lock) is held while a
     # large body is still being uploaded.
-    session.commit()
+    await run_in_threadpool(session.commit)
+    limit = caller.project.rate_limit_per_minute
+    if limit is None:
+        limit = settings.rate_limit_per_minute
+    if limit > 0:
+        await run_in_threadpool(check_rate_limit, limiter, caller.project.id, limit)
     return caller
 
 

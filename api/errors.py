@@ -33,7 +33,8 @@ def _loc(loc: tuple) -> str:
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.code, exc.message)
+    # Some errors carry headers for the caller (Retry-After of a rate limit).
+    return error_response(exc.code, exc.message, headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

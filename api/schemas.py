@@ -151,6 +151,9 @@ def parse_job_submission(body: dict[str, Any]) -> JobSubmission:
     )
 
 
+IDEMPOTENCY_KEY_PATTERN = f"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}$"
+
+
 def parse_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
@@ -270,9 +273,10 @@ _flag_fields: dict[str, Any] = {
     for name in FLAGS
 }
 _input_fields: dict[str, Any] = {
-    "image": (str | None, Field(None, description="base64 image, no data: prefix; "
-                                "exactly one of image and url")),
-    "url": (str | None, Field(None, description="http(s) URL of the image")),
+    "image": (str | None, Field(None, min_length=1, description="base64 image, no data: "
+                                "prefix; exactly one of image and url")),
+    "url": (str | None, Field(None, min_length=1, max_length=MAX_URL_CHARS,
+                              description="http(s) URL of the image")),
     "side": (Literal[SIDES] | Literal[""] | None,  # type: ignore[valid-type]
              Field(None, description="absent or empty: detected automatically")),
 }
@@ -290,7 +294,9 @@ BatchItemRequest = create_model(
     client_reference=_job_fields["client_reference"],
 )
 BatchRequest = create_model(
-    "BatchRequest", items=(list[BatchItemRequest], ...),  # type: ignore[valid-type]
+    "BatchRequest",
+    items=(list[BatchItemRequest], Field(  # type: ignore[valid-type]
+        ..., min_length=1, description="at most IDCARD_BATCH_MAX_ITEMS (1000) items")),
     side=_input_fields["side"], **_flag_fields, **_job_fields,
 )
 
@@ -375,6 +381,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "AIS.01xx: invalid request"},
     401: {"model": ErrorBody, "description": "APIGW.0301: missing or wrong credential"},
     404: {"model": ErrorBody, "description": "IDC.0404: no such job or batch"},
+    429: {"model": ErrorBody, "description": "APIGW.0308: the project's rate limit is "
+          "exceeded; retry after the seconds in the Retry-After header",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
     500: {"model": ErrorBody, "description": "AIS.0105: internal error"},
     503: {"model": ErrorBody, "description": "IDC.0503: not ready"},
 }

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
 
     batch_max_items: int = 1000
 
+    # Requests per minute per project (a project's own rate_limit_per_minute wins);
+    # 0 means unlimited.
+    rate_limit_per_minute: int = Field(600, ge=0)
+
     # Request bodies over these are refused before they are parsed: the sync and job
     # routes carry one image (10 MB of base64 plus the JSON around it), a batch many.
     api_max_body_bytes: int = 14 * 1024 * 1024
@@ -62,6 +67,37 @@ class Settings(BaseSettings):
     url_total_timeout: float = 20.0
     # NoDecode: the variable is a plain comma list, not JSON.
     url_allow_hosts: Annotated[list[str], NoDecode] = []
+
+    # Alert thresholds overriding the documented defaults (worker.recognition.alerts):
+    # IDCARD_ALERT_THRESHOLDS="blur=60,glare=45" or JSON '{"blur": 60}'; 0..100
+    # (100 never raises the alert).
+    alert_thresholds: Annotated[dict[str, int], NoDecode] = {}
+
+    @field_validator("alert_thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("alert thresholds must be 'name=value,...' or a JSON object")
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: dict[str, int]) -> dict[str, int]:
+        from idcard.options import ALERTS
+
+        unknown = sorted(set(value) - set(ALERTS))
+        if unknown:
+            raise ValueError(f"unknown alert(s) {unknown}; choose from {', '.join(ALERTS)}")
+        bad = sorted(k for k, v in value.items() if not 0 <= v <= 100)
+        if bad:
+            raise ValueError(f"alert thresholds must be 0..100: {bad}")
+        return value
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, JsonBody, ServiceDep
 from api.schemas import (
     ERROR_RESPONSES,
+    IDEMPOTENCY_KEY_PATTERN,
     ErrorBody,
     JobCreated,
     JobEvents,
@@ -24,6 +25,7 @@ from api.schemas import (
     request_body_doc,
 )
 from idcard.jobs import MAX_LIST_LIMIT
+from idcard.models import JobStatus
 
 router = APIRouter(prefix="/v2/{project_id}/ocr/id-card/jobs", tags=["jobs"])
 
@@ -37,7 +39,9 @@ router = APIRouter(prefix="/v2/{project_id}/ocr/id-card/jobs", tags=["jobs"])
 )
 async def submit_job(
     caller: CallerDep, body: JsonBody, service: ServiceDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", description="1 to 200 printable ASCII characters",
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN})] = None,
 ) -> JSONResponse:
     key = parse_idempotency_key(idempotency_key)
     submission = await run_in_threadpool(parse_job_submission, body)
@@ -50,10 +54,13 @@ async def submit_job(
             responses={200: {"model": JobList}, **ERROR_RESPONSES})
 def list_jobs(
     caller: CallerDep, service: ServiceDep,
-    status: Annotated[str | None, Query(description="queued, running, succeeded, "
-                                        "failed or cancelled")] = None,
-    created_after: Annotated[str | None, Query(description="ISO-8601, inclusive")] = None,
-    created_before: Annotated[str | None, Query(description="ISO-8601, exclusive")] = None,
+    status: Annotated[str | None, Query(
+        description="queued, running, succeeded, failed or cancelled",
+        json_schema_extra={"enum": [s.value for s in JobStatus]})] = None,
+    created_after: Annotated[str | None, Query(
+        description="ISO-8601, inclusive", json_schema_extra={"format": "date-time"})] = None,
+    created_before: Annotated[str | None, Query(
+        description="ISO-8601, exclusive", json_schema_extra={"format": "date-time"})] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")
                       ] = None,

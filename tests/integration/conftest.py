@@ -142,3 +142,16 @@ def _fresh_settings_cache() -> Iterator[None]:
     # monkeypatch restores the environment after a test; the cached settings must follow.
     yield
     get_settings.cache_clear()
+
+
+# The live-API fixtures (a server per test module), for every module that asks for them.
+from .api_support import (  # noqa: E402, F401
+    api,
+    api_database,
+    card,
+    dispatcher,
+    fresh,
+    other,
+    projects,
+    server,
+)

@@ -26,13 +26,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: object) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free port; yields its base URL."""
+def serve_in_thread(app: object, **options: object) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on a free port; yields its base URL.
+    ``options`` go to ``uvicorn.Config`` (default: warnings only)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+    options = {"log_level": "warning", **options}
+    config = uvicorn.Config(app, lifespan="on", **options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -113,6 +115,12 @@ class HoldingDispatcher:
             parked, self.parked = self.parked, []
         for job_id, queue in parked:
             self.inner.enqueue(job_id, queue)
+
+    def forget(self) -> None:
+        """Stop holding and drop the parked jobs: they stay 'queued' in the database."""
+        with self._lock:
+            self.held = False
+            self.parked = []
 
     def enqueue(self, job_id: str, queue: str) -> None:
         with self._lock:

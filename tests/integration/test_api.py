@@ -2,173 +2,28 @@
 real worker's job runner and engine in process (``serve --embedded``'s dispatcher).
 
 Engine calls are few (a card photo takes ~0.5-1 s); most error paths fail fast (bad
-base64, a 1x1 PNG) or never reach a worker.
+base64, a 1x1 PNG) or never reach a worker. The fixtures live in ``api_support``.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
-import io
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from api.app import create_app
-from api.dispatch import InProcessDispatcher
-from idcard.cli import embedded_runner
-from idcard.db import session_scope
-from idcard.migrate import upgrade
 from idcard.options import FLAGS
-from idcard.projects import create_project
 from idcard.settings import get_settings
 
-from .conftest import TEST_SECRET_KEY, throwaway_postgres
+from .api_support import TINY, Api, assert_error, b64, held, png
 from .live_server import HoldingDispatcher, serve_in_thread, wait_until
-
-SEED = 1  # a clean front that reads perfectly (tests/unit/test_engine.py: CLEAN)
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-# --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def api_database(postgres_admin_url: str) -> Iterator[str]:
-    """A throwaway PostgreSQL database, and the environment pointing at it."""
-    with throwaway_postgres(postgres_admin_url) as url:
-        upgrade(url)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("IDCARD_DATABASE_URL", url)
-            mp.setenv("IDCARD_SECRET_KEY", TEST_SECRET_KEY)
-            mp.delenv("IDCARD_EMBEDDED", raising=False)
-            get_settings.cache_clear()
-            yield url
-        get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def dispatcher(api_database: str) -> Iterator[HoldingDispatcher]:
-    stop = threading.Event()
-    held = HoldingDispatcher(InProcessDispatcher(embedded_runner(stop)))
-    yield held
-    stop.set()
-    held.close()
-
-
-@pytest.fixture(scope="module")
-def server(api_database: str, dispatcher: HoldingDispatcher) -> Iterator[str]:
-    with serve_in_thread(create_app(get_settings(), dispatcher)) as base:
-        yield base
-
-
-class Api:
-    """One project's client of the live server."""
-
-    def __init__(self, base: str, creds: dict[str, str]) -> None:
-        self.creds = creds
-        self.pid = creds["project_id"]
-        self.http = httpx.Client(base_url=base, timeout=60,
-                                 headers={"X-Auth-Token": creds["token"]})
-        self.jobs = f"/v2/{self.pid}/ocr/id-card/jobs"
-        self.batches = f"/v2/{self.pid}/ocr/id-card/batches"
-
-    def sync(self, body: Any, **kw: Any) -> httpx.Response:
-        return self.http.post(f"/v2/{self.pid}/ocr/id-card", json=body, **kw)
-
-    def submit(self, body: dict[str, Any], key: str | None = None) -> httpx.Response:
-        headers = {"Content-Type": "application/json"}
-        if key:
-            headers["Idempotency-Key"] = key
-        # json.dumps escapes non-ASCII, so even a lone surrogate goes out as valid JSON.
-        return self.http.post(self.jobs, content=json.dumps(body), headers=headers)
-
-    def submitted(self, body: dict[str, Any]) -> str:
-        r = self.submit(body)
-        assert r.status_code == 202, r.text
-        return r.json()["job_id"]
-
-    def job(self, job_id: str) -> httpx.Response:
-        return self.http.get(f"{self.jobs}/{job_id}")
-
-    def wait(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.job(job_id).json()
-            if view["status"] in TERMINAL:
-                return view
-            assert time.monotonic() < deadline, view
-            time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def projects(api_database: str) -> dict[str, dict[str, str]]:
-    with session_scope() as session:
-        return {name: create_project(session, name) for name in ("bank-a", "bank-b")}
-
-
-@pytest.fixture(scope="module")
-def api(server: str, projects: dict[str, dict[str, str]]) -> Api:
-    return Api(server, projects["bank-a"])
-
-
-@pytest.fixture(scope="module")
-def other(server: str, projects: dict[str, dict[str, str]]) -> Api:
-    return Api(server, projects["bank-b"])
-
-
-@pytest.fixture
-def fresh(server: str, api_database: str) -> Api:
-    """A project of its own, for tests that count jobs."""
-    with session_scope() as session:
-        return Api(server, create_project(session, "counting"))
-
-
-@contextmanager
-def held(dispatcher: HoldingDispatcher) -> Iterator[None]:
-    dispatcher.hold()
-    try:
-        yield
-    finally:
-        dispatcher.release()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def png(width: int, height: int, value: int = 255) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((height, width, 3), value, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-TINY = b64(png(1, 1))  # fails fast in the worker: AIS.0103
-
-
-@pytest.fixture(scope="module")
-def card(make_case) -> Any:
-    return make_case(SEED, "clean", "front")
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error_code", "error_msg"}, body
-    assert body["error_code"] == code, body
-    assert body["error_msg"] and "Traceback" not in body["error_msg"]
-    return body
-
 
 # --- the synchronous route ------------------------------------------------------------
 
@@ -270,26 +125,17 @@ def test_missing_or_wrong_token_is_apigw0301(api: Api) -> None:
               "Signature=00", "X-Sdk-Date": "20261130T000000Z"}
     body = assert_error(httpx.post(url, json={"image": TINY}, headers=signed), 401,
                         "APIGW.0301")
-    assert "X-Auth-Token" in body["error_msg"]
+    assert "x-sdk-date" in body["error_msg"]  # more in test_sdk_auth.py
+    body = assert_error(httpx.post(url, json={"image": TINY},
+                                   headers={"Authorization": "Bearer x"}), 401, "APIGW.0301")
+    assert "unsupported" in body["error_msg"]
 
 
-def test_a_credential_is_valid_for_its_own_project_only(api: Api, other: Api) -> None:
-    r = other.http.post(f"/v2/{api.pid}/ocr/id-card", json={"image": TINY})
-    assert_error(r, 401, "APIGW.0301")
-    assert_error(other.http.get(api.jobs), 401, "APIGW.0301")
-
-
-def test_another_projects_job_is_not_found(api: Api, other: Api) -> None:
-    job_id = api.submitted({"image": TINY})
-    api.wait(job_id)
-    assert_error(other.job(job_id), 404, "IDC.0404")
-    assert_error(other.http.delete(f"{other.jobs}/{job_id}"), 404, "IDC.0404")
-    assert_error(other.http.get(f"{other.jobs}/{job_id}/events"), 404, "IDC.0404")
-    listed = other.http.get(other.jobs, params={"limit": 200}).json()["jobs"]
-    assert job_id not in {j["job_id"] for j in listed}
-    assert api.job(job_id).status_code == 200
+def test_unknown_job_ids_are_not_found(api: Api) -> None:
+    # Another project's jobs and batches, on every route: test_isolation.py.
     assert_error(api.job("0" * 32), 404, "IDC.0404")
     assert_error(api.job("not-a-job-id"), 404, "IDC.0404")
+    assert_error(api.http.get(f"{api.batches}/{'0' * 32}"), 404, "IDC.0404")
 
 
 # --- asynchronous jobs ----------------------------------------------------------------
