@@ -50,6 +50,9 @@ class Case:
     # like the vendor's text_location (per side for double_side).
     text_locations: dict[str, Any] = field(default_factory=dict)
     portrait_location: list[list[float]] | None = None  # front only
+    # alert -> whether the photo should raise it (see synthcard.alerts); an alert that
+    # is absent is undetermined for this photo. Empty for the plain presets.
+    labels: dict[str, bool] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- geometry

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from . import fonts as F
 from .identity import Identity
 
-__all__ = ["CARD_H_MM", "CARD_W_MM", "render_back", "render_front"]
+__all__ = ["CARD_H_MM", "CARD_W_MM", "render_back", "render_front", "render_interim"]
 
 CARD_W_MM = 85.6
 CARD_H_MM = 54.0
@@ -668,4 +668,133 @@ def render_back(identity: Identity, rng: np.random.Generator, scale: float = 2.0
 
     out = _finish(np.asarray(img), ppm)
     _export(wr, layout, (label, value, heavy))
+    return out
+
+
+# --------------------------------------------------------------------------- interim
+
+INTERIM_TITLE = "临时居民身份证"
+#: A temporary card is valid for three months.
+INTERIM_VALID_DAYS = 91
+
+
+def _paper_background(rng: np.random.Generator, h: int, w: int, ppm: float) -> np.ndarray:
+    """Film-sealed paper: a pale tint, fibres and mottling, and no guilloche."""
+    tint = str(rng.choice(["blue", "green", "beige", "grey"]))
+    base = _base_color(rng, tint)
+    img = _low_freq(rng, h, w, base, rng.uniform(2, 6), rng.uniform(1.5, 3.5)).astype(np.float32)
+    grain = rng.normal(0, 1, (h, w)).astype(np.float32)
+    grain = cv2.GaussianBlur(grain, (0, 0), 0.6) * rng.uniform(3, 6)
+    img += grain[..., None]
+    # A few short fibres, darker than the paper.
+    fib = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(80, 200))):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        ang, length = rng.uniform(0, math.pi), rng.uniform(0.5, 2.0) * ppm
+        dx, dy = math.cos(ang) * length / 2, math.sin(ang) * length / 2
+        cv2.line(fib, (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy)),
+                 float(rng.uniform(6, 16)), 1, cv2.LINE_AA)
+    img -= fib[..., None]
+    # The printed frame of the form, inset from the edge.
+    frame = _clip_rgb(base - np.array(_TINTS[tint], np.float32) * 2.5)
+    inset = rng.uniform(1.6, 2.4) * ppm
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    cv2.rectangle(out, (int(inset), int(inset)), (int(w - inset), int(h - inset)), frame,
+                  max(1, round(ppm / 12)), cv2.LINE_AA)
+    return out
+
+
+def render_interim(identity: Identity, rng: np.random.Generator, scale: float = 2.0, *,
+                   face: str = "front", issued: date | None = None,
+                   layout: dict | None = None) -> np.ndarray:
+    """A temporary resident ID card (临时居民身份证) as BGRA uint8, the card's size.
+
+    Paper-like (no guilloche, a printed frame), with the title 临时居民身份证 on both
+    faces. ``face='front'``: the portrait face, the title over the usual labels, which
+    sit a little lower than on a regular card. ``face='back'``: the emblem face with
+    中华人民共和国 / 临时居民身份证, the issuer and a three-month validity from ``issued``
+    (default: the identity's ``valid_from``). ``layout`` as in :func:`render_front`, plus
+    ``valid_from``/``valid_to`` dates on the back.
+    """
+    if face not in ("front", "back"):
+        raise ValueError("face must be 'front' or 'back'")
+    ppm = 10.0 * scale
+    w, h = round(CARD_W_MM * ppm), round(CARD_H_MM * ppm)
+    rgb = _paper_background(rng, h, w, ppm)
+    label, value, number = _styles(rng)
+    title_col = _clip_rgb((rng.uniform(120, 170), rng.uniform(10, 40), rng.uniform(20, 50)))
+    title_face = F.CJK_FAMILIES[_choice(rng, {"noto_sans": 0.4, "noto_serif": 0.3,
+                                              "wqy_zenhei": 0.3})][1]
+    title = _Style(title_face, True, title_col)
+    lh, vh = 2.6, 3.0
+
+    if face == "front":
+        px0, py0 = (56.5 + _jit(rng, 0.4)) * ppm, (10 + _jit(rng, 0.4)) * ppm
+        pw, ph = round(23.5 * ppm), round(29.5 * ppm)
+        ix, iy = round(px0), round(py0)
+        por, alpha = _portrait(rng, pw, ph, identity.sex)
+        roi = rgb[iy:iy + ph, ix:ix + pw].astype(np.float32)
+        a = alpha[..., None]
+        rgb[iy:iy + ph, ix:ix + pw] = np.clip(roi * (1 - a) + por * a, 0, 255).astype(np.uint8)
+        img = Image.fromarray(rgb)
+        wr = _Writer(img, ppm)
+        wr.boxes["portrait"] = (ix, iy, ix + pw, iy + ph)
+        wr.spread("title", INTERIM_TITLE, title, 42.8 + _jit(rng), 6.0 + _jit(rng, 0.3),
+                  3.8 * _sz(rng), span_mm=rng.uniform(34, 40), centre=True)
+        lpitch = rng.uniform(4.0, 4.6)
+
+        def caption(key: str, text: str, x: float, y: float) -> None:
+            wr.run(key, text, label, x + _jit(rng), y + _jit(rng), lh * _sz(rng),
+                   pitch_mm=lpitch)
+
+        caption("label_name", "姓名", 6.5, 13)
+        wr.run("name", identity.name, value, 16.5 + _jit(rng), 13 + _jit(rng),
+               3.2 * _sz(rng), pitch_mm=3.3, narrow_gap_mm=0.3)
+        caption("label_sex", "性别", 6.5, 19)
+        wr.run("sex", identity.sex, value, 16.5 + _jit(rng), 19 + _jit(rng), vh * _sz(rng))
+        caption("label_ethnicity", "民族", 29, 19)
+        wr.run("ethnicity", identity.ethnicity, value, 39 + _jit(rng), 19 + _jit(rng),
+               vh * _sz(rng), pitch_mm=vh * 1.05)
+        caption("label_birth", "出生", 6.5, 25)
+        b = identity.birth
+        wr.run("birth", f"{b.year:04d}年{b.month}月{b.day}日", value, 16.5 + _jit(rng),
+               25 + _jit(rng), vh * _sz(rng), pitch_mm=vh * 1.02, narrow_gap_mm=0.2)
+        caption("label_address", "住址", 6.5, 31)
+        lines = _wrap(identity.address, 12)[:3]
+        ax, ay = 16.5 + _jit(rng), 31 + _jit(rng, 0.4)
+        for i, line in enumerate(lines):
+            wr.run("address", line, value, ax, ay + i * 4.2, vh * _sz(rng), pitch_mm=3.1)
+        wr.spread("label_number", "公民身份号码", label, 6.5 + _jit(rng), 47.5 + _jit(rng),
+                  lh * _sz(rng), span_mm=rng.uniform(16.5, 18.5))
+        nh = 3.4 * _sz(rng)
+        sz = F.size_for_height(number.face, nh * ppm, ref="0", nominal=0.73)
+        digit_w = F.font(number.face, sz).getlength("0") / ppm
+        wr.run("number", identity.number, number, 29.5 + _jit(rng), 47.5 + _jit(rng), nh,
+               fixed_mm=(46.0 - digit_w) / 17, ref="0", nominal=0.73)
+        styles = (label, value, number)
+    else:
+        _emblem(rgb, rng, ppm, 6 + _jit(rng, 0.4), 5 + _jit(rng, 0.4), 14)
+        img = Image.fromarray(rgb)
+        wr = _Writer(img, ppm)
+        wr.spread("title", "中华人民共和国", title, 52 + _jit(rng), 10 + _jit(rng),
+                  3.8 * _sz(rng), span_mm=40 * rng.uniform(0.97, 1.03), centre=True)
+        wr.spread("subtitle", INTERIM_TITLE, title, 52 + _jit(rng), 20 + _jit(rng),
+                  5.5 * _sz(rng), span_mm=52 * rng.uniform(0.97, 1.02), centre=True)
+        lpitch = rng.uniform(2.9, 3.1)
+        wr.run("label_issue", "签发机关", label, 17 + _jit(rng), 38.5 + _jit(rng),
+               lh * _sz(rng), pitch_mm=lpitch)
+        wr.run("issue", identity.issue, value, 31 + _jit(rng), 38.5 + _jit(rng),
+               vh * _sz(rng), pitch_mm=vh * 1.03)
+        wr.run("label_valid", "有效期限", label, 17 + _jit(rng), 45.5 + _jit(rng),
+               lh * _sz(rng), pitch_mm=lpitch)
+        vf = issued or identity.valid_from
+        vt = date.fromordinal(vf.toordinal() + INTERIM_VALID_DAYS)
+        text = f"{vf.strftime('%Y.%m.%d')}-{vt.strftime('%Y.%m.%d')}"
+        wr.run("valid_period", text, value, 31 + _jit(rng), 45.5 + _jit(rng), vh * _sz(rng),
+               pitch_mm=vh, narrow_gap_mm=0.1)
+        if layout is not None:
+            layout["valid_from"], layout["valid_to"] = vf, vt
+        styles = (label, value, title)
+    out = _finish(np.asarray(img), ppm)
+    _export(wr, layout, styles)
     return out

@@ -371,6 +371,12 @@ def _software(im: Image.Image) -> str | None:
         value = match.group(1).decode("utf-8", "replace") if match else None
     if not isinstance(value, str):
         return None
+    if not value.isascii():
+        # EXIF ASCII fields are read as Latin-1; editors write UTF-8 (美图秀秀) there.
+        try:
+            value = value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
     value = value.strip("\x00 ").strip()
     return value[:_MAX_SOFTWARE_CHARS] or None
 

@@ -29,6 +29,8 @@ __all__ = ["SCORE_MAX", "AlertContext", "Detector", "logistic_score"]
 
 #: Scores are integers in [0, SCORE_MAX] (the vendor's range).
 SCORE_MAX = 99
+_EXPOSED_WHITE = 230.0  # grey level the paper is brought to before measuring colour
+_MAX_GAIN = 4.0
 
 
 @runtime_checkable
@@ -50,6 +52,52 @@ def logistic_score(value: float, centre: float, width: float) -> int:
     z = (value - centre) / width
     z = max(-50.0, min(50.0, z))
     return int(round(SCORE_MAX / (1.0 + math.exp(-z))))
+
+
+# Where captions and titles start (or are centred), in mm: text that starts a line -> the
+# line's left end (x) and centre height (y) on a well-registered card.
+# The reader trims a "caption + value" line at the value column (``label_merged``): its
+# left end is then that cut (third number; the reader's _FRONT/_NUMBER/_BACK_VALUE_CUT_MM).
+_ANCHORS = {
+    "front": (("姓名", 6.5, 10.5, 15.0), ("性别", 6.5, 17.0, 15.0), ("出生", 6.5, 23.5, 15.0),
+              ("住址", 6.5, 30.0, 15.0), ("公民身份号码", 6.5, 46.5, 27.2)),
+    "back": (("签发机关", 17.0, 40.5, 30.0), ("有效期限", 17.0, 47.0, 30.0)),
+}
+_CENTRED = {"back": (("中华人民共和国", 53.0, 11.0), ("居民身份证", 53.0, 21.0))}
+_MAX_SCALE_ERROR = 0.5
+
+
+def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
+    """Uniform scale and shift from layout px to card px, fitted to caption positions."""
+    src, dst = [], []
+    for ln in lines:
+        text = ln.text
+        for label, x, y, value_x in _ANCHORS.get(side or "", ()):
+            if text.startswith(label):
+                trimmed = ln.label_merged and len(text) > len(label)
+                src.append(((value_x if trimmed else x) * PX_PER_MM, y * PX_PER_MM))
+                dst.append((ln.x0, ln.cy))
+        for title, x, y in _CENTRED.get(side or "", ()):
+            if text == title:
+                src.append((x * PX_PER_MM, y * PX_PER_MM))
+                dst.append((ln.cx, ln.cy))
+        digits = sum(ch.isdigit() for ch in text)
+        if side == "front" and digits >= 15 and ln.cy > 40 * PX_PER_MM:
+            src += [(29.5 * PX_PER_MM, 46.5 * PX_PER_MM), (77.5 * PX_PER_MM, 46.5 * PX_PER_MM)]
+            dst += [(ln.x0, ln.cy), (ln.x1, ln.cy)]
+    eye = np.eye(3)
+    if len(src) < 2:
+        return eye  # one caption is too little to move the whole layout by
+    s_pts, d_pts = np.array(src, np.float64), np.array(dst, np.float64)
+    if len(s_pts) == 1 or np.ptp(s_pts, axis=0).max() < 10 * PX_PER_MM:
+        scale = 1.0
+    else:
+        sc, dc = s_pts - s_pts.mean(0), d_pts - d_pts.mean(0)
+        scale = float((sc * dc).sum() / max((sc * sc).sum(), 1e-6))
+        if abs(scale - 1) > _MAX_SCALE_ERROR:
+            return eye  # the anchors disagree: trust nothing rather than a wild fit
+    shift = (d_pts - scale * s_pts).mean(axis=0)
+    return np.array([[scale, 0, shift[0]], [0, scale, shift[1]], [0, 0, 1]])
 
 
 class AlertContext:
@@ -102,13 +150,73 @@ class AlertContext:
 
     @cached_property
     def card_lab(self) -> np.ndarray:
-        """CIE Lab of the card as float32 (L 0..100, a and b about -128..127)."""
-        return cv2.cvtColor(self.card.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)
+        """CIE Lab of the card, 8-bit OpenCV scaling: L × 255/100, a + 128, b + 128."""
+        return cv2.cvtColor(self.card, cv2.COLOR_BGR2Lab)
 
     @cached_property
     def card_min_channel(self) -> np.ndarray:
         """Per pixel the darkest of B, G, R: ink of any colour is dark here."""
-        return self.card.min(axis=2)
+        b, g, r = cv2.split(self.card)
+        return cv2.min(cv2.min(b, g), r)
+
+    @cached_property
+    def paper_level(self) -> float:
+        """The card's paper brightness: 90th percentile of the min-channel in the frame."""
+        sample = self.card_min_channel[::3, ::3][self.in_frame[::3, ::3]]
+        return float(np.percentile(sample, 90)) if sample.size else 255.0
+
+    @cached_property
+    def chroma_spread(self) -> float:
+        """How colourful the card is: the 99th percentile of the Lab a*b* distance from
+        the card's median colour, after bringing its paper to a standard exposure.
+        A real card is colourful (captions, portrait, emblem, tints); a copy is not."""
+        frame = self.card_region[::2, ::2]  # every other pixel is plenty
+        if not frame.any():
+            return 0.0
+        # Chroma shrinks with lightness: a dim photo of a real card is as colourful as a
+        # bright one once brought to the same level.
+        white = max(float(np.percentile(self.card_gray[::2, ::2][frame], 95)), 1.0)
+        gain = float(np.clip(_EXPOSED_WHITE / white, 1.0, _MAX_GAIN))
+        card = self.card[::2, ::2]
+        if gain > 1.01:
+            card = cv2.convertScaleAbs(card, alpha=gain)
+        lab = cv2.cvtColor(card, cv2.COLOR_BGR2Lab)
+        a = lab[..., 1][frame].astype(np.float32)
+        b = lab[..., 2][frame].astype(np.float32)
+        d = np.hypot(a - np.median(a), b - np.median(b))
+        return float(np.percentile(d, 99))
+
+    @cached_property
+    def card_region(self) -> np.ndarray:
+        """bool mask (card coordinates): where the card itself is, as far as can be told.
+
+        :attr:`in_frame`, and where the recognised captions place the card
+        (:attr:`layout_to_card`, less a millimetre of margin): a card read from too
+        large an outline shows background around it, which is not the card.
+        """
+        m = self.layout_to_card
+        if np.allclose(m, np.eye(3)):
+            return self.in_frame
+        inset = PX_PER_MM
+        corners = np.array([[inset, inset], [CARD_W_PX - inset, inset],
+                            [CARD_W_PX - inset, CARD_H_PX - inset], [inset, CARD_H_PX - inset]],
+                           np.float64)
+        pts = (m[:2, :2] @ corners.T).T + m[:2, 2]
+        mask = np.zeros((CARD_H_PX, CARD_W_PX), np.uint8)
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+        region = self.in_frame & (mask > 0)
+        return region if region.mean() > 0.2 else self.in_frame
+
+    @cached_property
+    def layout_to_card(self) -> np.ndarray:
+        """3×3 map from the published layout (card px) to where this card's print is.
+
+        The identity when the reader registered the card well. A card read from a rough
+        outline (cut off, partly covered, on a screen) can be shifted or scaled in the
+        card image; the captions and titles the reader recognised say by how much: a
+        uniform scale and a shift are fitted to them.
+        """
+        return fit_layout(self.lines, self.side)
 
     @cached_property
     def card_to_photo(self) -> np.ndarray:

@@ -1,0 +1,309 @@
+"""The eight alerts: detectors on labelled generated photos, and their wiring by flags.
+
+Most detector tests build an :class:`AlertContext` straight from a generated photo and
+its known geometry (corners from the generator, text lines from its field boxes), so
+they need no OCR. The wiring tests go through the engine and the CLI; they keep the
+number of engine calls small (about a dozen).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from idcard.errors import ErrorCode, ServiceError
+from idcard.options import ALERTS, DETECT_FLAGS, RecognitionOptions
+from synthcard.alerts import ALERTS as SYNTH_ALERTS
+from synthcard.alerts import (
+    CONDITIONS,
+    HARD_NEGATIVES,
+    UNDETERMINED,
+    make_alert_photo,
+)
+from worker.recognition import alerts, imageio
+from worker.recognition.alerts import DEFAULT_THRESHOLDS, REGISTRY, AlertContext
+from worker.recognition.ocr import TextLine
+from worker.recognition.reader import CardRead
+from worker.recognition.rectify import rectify_card
+
+ALL_DETECT = frozenset(DETECT_FLAGS)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _context(case) -> AlertContext:
+    """An AlertContext from a generated case's truth: its corners and field boxes."""
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    lines = []
+    values = case.expected
+    for name, quad in case.text_locations.items():
+        if name in ("address", "valid_to"):  # several lines / a shared box
+            continue
+        pts = cv2.perspectiveTransform(np.asarray(quad, np.float32).reshape(-1, 1, 2), m)
+        pts = pts.reshape(4, 2)
+        # The text detector's boxes are taller than the ink: about 1.3 times.
+        centre = pts.mean(axis=0)
+        pts = np.stack([pts[:, 0], centre[1] + (pts[:, 1] - centre[1]) * 1.3], axis=1)
+        lines.append(TextLine(pts.astype(np.float32), values.get(name, "") or name, 0.99))
+    read = CardRead(corners=corners, photo_to_card=m, card=card, lines=lines, side=case.side)
+    return AlertContext(image, read)
+
+
+def _score(alert: str, seed: int, condition: str, strength: float = 1.0,
+           side: str = "front") -> int:
+    return REGISTRY[alert].score(_context(make_alert_photo(seed, condition, strength, side)))
+
+
+def _raised(alert: str, score: int) -> bool:
+    return score >= DEFAULT_THRESHOLDS[alert]
+
+
+# --------------------------------------------------------------------------- generator
+
+
+def test_generator_names_match_the_api_alerts():
+    assert SYNTH_ALERTS == ALERTS
+    assert set(REGISTRY) == set(ALERTS) == set(DEFAULT_THRESHOLDS)
+    assert set(CONDITIONS) == set(ALERTS) | set(HARD_NEGATIVES)
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_every_condition_is_labelled_and_reproducible(condition):
+    a = make_alert_photo(3, condition, 0.5, "back")
+    assert a.image_bytes == make_alert_photo(3, condition, 0.5, "back").image_bytes
+    decoded = cv2.imdecode(np.frombuffer(a.image_bytes, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(decoded, a.image)
+    expected = {x: x == condition for x in ALERTS if x not in UNDETERMINED.get(condition, ())}
+    assert a.labels == expected
+    assert a.params["condition"] == condition
+
+
+def test_generator_rejects_unknown_conditions():
+    with pytest.raises(ValueError):
+        make_alert_photo(0, "smudge")
+    with pytest.raises(ValueError):
+        make_alert_photo(0, "blur", side="double_side")
+
+
+def test_editor_and_phone_software_reach_the_loaded_image():
+    exif = [make_alert_photo(s, "tampering", 1.0) for s in range(12)]
+    edited = [c for c in exif if c.params["tampering"]["kind"] == "exif"]
+    assert edited, "some tampering cases carry an editor in EXIF"
+    for c in edited:
+        assert imageio.load_image(c.image_bytes).software == c.params["tampering"]["software"]
+    phone = make_alert_photo(1, "phone_exif")
+    assert imageio.load_image(phone.image_bytes).software == phone.params["software"]
+    assert imageio.load_image(make_alert_photo(1, "clean").image_bytes).software is None
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+NEGATIVES = [(1, "clean", "front"), (2, "mild", "back"), (3, "lowlight", "front"),
+             (4, "blur_slight", "back"), (5, "texture", "front"), (6, "tight", "back")]
+
+
+# How many of the four cases must raise the alert: all for the detectors whose recall
+# measures at 0.95 or more (bench/README.md), three for the weaker ones.
+_NEEDED = {"reproduce": 4, "copy": 4, "blur": 4, "border_integrity": 3,
+           "blocking_within_border": 3, "glare": 3}
+
+
+@pytest.mark.parametrize("alert", sorted(_NEEDED))
+def test_detector_raises_on_its_positives(alert):
+    cases = [(10, 1.0, "front"), (11, 2 / 3, "back"), (12, 1 / 3, "front"), (13, 1.0, "back")]
+    scores = [_score(alert, seed, alert, strength, side) for seed, strength, side in cases]
+    assert sum(_raised(alert, s) for s in scores) >= _NEEDED[alert], scores
+
+
+@pytest.mark.parametrize("alert", ["reproduce", "copy", "tampering", "border_integrity",
+                                   "blocking_within_border", "blur", "glare"])
+def test_detector_is_quiet_on_legitimate_hard_photos(alert):
+    scores = [_score(alert, seed, cond, 0.0, side) for seed, cond, side in NEGATIVES]
+    assert not any(_raised(alert, s) for s in scores), scores
+
+
+def test_tampering_raises_on_an_editor_and_on_retyped_fields():
+    scores: dict[str, list[int]] = {"exif": [], "retype": []}
+    for seed in range(20, 80):
+        case = make_alert_photo(seed, "tampering", 1.0, ("front", "back")[seed % 2])
+        kind = case.params["tampering"]["kind"]
+        if len(scores[kind]) < 8:
+            scores[kind].append(REGISTRY["tampering"].score(_context(case)))
+        if all(len(v) == 8 for v in scores.values()):
+            break
+    assert all(_raised("tampering", s) for s in scores["exif"]), scores
+    # A pasted patch is found on most cards, not all (recall in bench/README.md; the
+    # boxes here are the generator's ink boxes, tighter than the reader's).
+    assert sum(_raised("tampering", s) for s in scores["retype"]) >= 4, scores
+
+
+def test_tampering_ignores_a_phone_camera_in_the_metadata():
+    assert not _raised("tampering", _score("tampering", 7, "phone_exif"))
+
+
+@pytest.mark.parametrize("alert", ["blur", "border_integrity", "blocking_within_border"])
+def test_scores_grow_with_strength(alert):
+    """Same seed, same card and scene: a stronger condition never scores lower."""
+    det = REGISTRY[alert]
+    values = [det.measure(_context(make_alert_photo(30, alert, s, "front")))
+              for s in (0.0, 0.5, 1.0)]
+    assert values == sorted(values), values
+
+
+def test_border_integrity_counts_the_outline_outside_the_frame():
+    whole = _context(make_alert_photo(8, "tight"))
+    cut = _context(make_alert_photo(8, "border_integrity", 1.0))
+    det = REGISTRY["border_integrity"]
+    assert det.measure(whole) == 0.0
+    assert det.measure(cut) > 0.05
+    assert not cut.in_frame.all() or det.measure(cut) > 0.05
+
+
+def test_context_views_are_computed_once_and_shared():
+    ctx = _context(make_alert_photo(1, "clean"))
+    assert ctx.card_gray is ctx.card_gray
+    assert ctx.card_lab is ctx.card_lab
+    assert ctx.in_frame.shape == ctx.card.shape[:2] and ctx.in_frame.all()
+    assert ctx.photo_card_patch.shape[0] == ctx.photo_card_patch.shape[1] >= 64
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def test_response_fields_follow_the_thresholds(monkeypatch):
+    from idcard.settings import get_settings
+
+    ctx = _context(make_alert_photo(10, "blur", 1.0))
+    options = RecognitionOptions(flags=frozenset({"detect_blur", "detect_copy"}))
+    out = alerts.response_fields(ctx, options)
+    assert set(out) == {"detect_blur_result", "detect_copy_result", "score_info"}
+    assert set(out["score_info"]) == {"blur_score", "copy_score"}
+    assert out["detect_blur_result"] is True and out["detect_copy_result"] is False
+    # A threshold above any score silences the alert; settings reach it.
+    monkeypatch.setenv("IDCARD_ALERT_THRESHOLDS", "blur=100")
+    get_settings.cache_clear()
+    try:
+        assert alerts.response_fields(ctx, options)["detect_blur_result"] is False
+    finally:
+        get_settings.cache_clear()
+    assert alerts.response_fields(ctx, RecognitionOptions()) == {}
+
+
+@pytest.mark.parametrize("value", ["blur=101", "smudge=3", "blur"])
+def test_bad_threshold_settings_are_refused(monkeypatch, value):
+    from pydantic import ValidationError
+
+    from idcard.settings import Settings
+
+    monkeypatch.setenv("IDCARD_ALERT_THRESHOLDS", value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+# --------------------------------------------------------------------------- engine wiring
+
+
+class _Spy:
+    def __init__(self, detector):
+        self.name, self.inner, self.calls = detector.name, detector, 0
+
+    def score(self, ctx):
+        self.calls += 1
+        return self.inner.score(ctx)
+
+
+def test_no_detect_flag_no_alert_fields(recognized):
+    _case, res = recognized(1, "clean", "front")
+    assert "score_info" not in res
+    assert not any(k.startswith("detect_") for k in res)
+
+
+def test_one_flag_runs_only_its_detector(make_case, monkeypatch):
+    from worker.recognition.engine import recognize
+
+    spies = {name: _Spy(det) for name, det in REGISTRY.items()}
+    monkeypatch.setattr(alerts, "REGISTRY", spies)
+    case = make_case(1, "mild", "front")
+    res = recognize(case.image_bytes, RecognitionOptions(flags=frozenset({"detect_blur"})))
+    res = res["result"]
+    assert {k for k in res if k.startswith("detect_")} == {"detect_blur_result"}
+    assert set(res["score_info"]) == {"blur_score"}
+    assert isinstance(res["score_info"]["blur_score"], int)
+    assert 0 <= res["score_info"]["blur_score"] <= 99
+    assert {n: s.calls for n, s in spies.items() if s.calls} == {"blur": 1}
+
+
+def test_double_side_answers_alerts_per_side(make_case, run_engine):
+    case = make_case(2, "mild", "double_side")
+    flags = {"detect_copy", "detect_glare"}
+    res = run_engine(case.image_bytes, side="double_side", flags=flags)["result"]
+    for side in ("front", "back"):
+        assert set(res[side]["score_info"]) == {"copy_score", "glare_score"}
+        assert res[side]["detect_copy_result"] is False
+        assert res[side]["detect_glare_result"] is False
+    assert "score_info" not in res
+
+
+@pytest.mark.parametrize("side", ["front", "back"])
+def test_interim_cards_are_read_and_flagged(run_engine, side):
+    case = make_alert_photo(4, "interim", 0.0, side)
+    res = run_engine(case.image_bytes, flags={"detect_interim"})["result"]
+    assert res["detect_interim_result"] is True
+    assert res["score_info"]["interim_score"] >= 90
+    key = "name" if side == "front" else "issue"
+    assert res[key] == case.expected[key]
+
+
+def test_a_cut_off_card_is_read_and_scored(run_engine):
+    """The engine reads what is left of a card cut off by the frame, and scores it."""
+    case = make_alert_photo(5, "border_integrity", 2 / 3, "front")
+    res = run_engine(case.image_bytes, flags={"detect_border_integrity"})["result"]
+    assert res["number"] == case.expected["number"]
+    assert isinstance(res["detect_border_integrity_result"], bool)
+    assert 0 <= res["score_info"]["border_integrity_score"] <= 99
+
+
+def test_a_front_sent_as_back_is_still_read(run_engine, make_case):
+    case = make_case(1, "clean", "front")
+    res = run_engine(case.image_bytes, side="back", flags={"detect_blur"})["result"]
+    assert res["name"] == case.expected["name"] and "issue" not in res
+    assert res["detect_blur_result"] is False
+
+
+@pytest.mark.xfail(strict=True, reason="the engine answers a card with no recognised field "
+                   "instead of AIS.0104; the change is proposed to the engine's owner")
+def test_a_photo_without_an_id_card_is_ais0104_even_with_alerts():
+    from synthcard.photo import _other_card, photograph
+    from worker.recognition.engine import recognize
+
+    rng = np.random.default_rng(5)
+    other = _other_card(rng, 856, 540)  # a bank / member card, not an ID card
+    photo = photograph([other], rng, background="plain", jpeg_quality=90, out_size=1400)
+    for side in (None, "double_side"):
+        with pytest.raises(ServiceError) as info:
+            recognize(photo.encoded, RecognitionOptions(side=side, flags=ALL_DETECT))
+        assert info.value.code is ErrorCode.NO_CARD
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize(("spec", "names"), [("all", ALERTS), ("blur,glare", ("blur", "glare"))])
+def test_cli_detect_option(tmp_path: Path, capsys, make_case, spec, names):
+    from idcard.cli import main
+
+    path = tmp_path / "card.jpg"
+    path.write_bytes(make_case(1, "mild", "back").image_bytes)
+    assert main(["recognize", str(path), "--detect", spec]) == 0
+    res = json.loads(capsys.readouterr().out)["result"]
+    assert set(res["score_info"]) == {f"{n}_score" for n in names}
+    assert {k for k in res if k.startswith("detect_")} == {f"detect_{n}_result" for n in names}
+    assert not any(res[f"detect_{n}_result"] for n in names)
