@@ -17,7 +17,6 @@ No exception other than :class:`~idcard.errors.ServiceError` leaves
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import re
 import struct
@@ -37,6 +36,7 @@ from PIL import (
     TiffImagePlugin,
 )
 
+from idcard.b64 import MAX_BASE64_CHARS, decode_image_b64
 from idcard.errors import ErrorCode, ServiceError
 
 __all__ = [
@@ -50,8 +50,6 @@ __all__ = [
     "load_image",
 ]
 
-#: Contract section 1: "base64 at most 10 MB", counted in base64 characters.
-MAX_BASE64_CHARS = 10 * 1024 * 1024
 #: Contract section 1: "each side 15–8192 px".
 MIN_SIDE = 15
 MAX_SIDE = 8192
@@ -59,9 +57,6 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 
 _SUPPORTED_TEXT = "PNG, JPEG, BMP or TIFF"
 _CORRUPT_MSG = "image data is corrupt or truncated"
-# Anything longer than this is rejected without even stripping whitespace, so a
-# huge body costs no work; 2x leaves room for any line-wrapping a client may add.
-_MAX_RAW_BASE64_CHARS = 2 * MAX_BASE64_CHARS
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_PREFIXES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
@@ -102,51 +97,10 @@ def _error(code: ErrorCode, message: str) -> ServiceError:
 def decode_base64_image(b64: str) -> bytes:
     """Decode the request's ``image`` field into raw image bytes.
 
-    Whitespace (spaces, CR/LF — some clients wrap base64 at 76 columns) is ignored,
-    and missing ``=`` padding is tolerated; anything else that is not standard base64
-    is ``AIS.0102``.
+    The rules live in :mod:`idcard.b64`, shared with the API, which checks the field
+    before it creates a job.
     """
-    if not isinstance(b64, str):
-        # A JSON number/object/... where a string belongs: an invalid parameter.
-        raise _error(ErrorCode.INVALID_PARAMETER, "image must be a base64 string")
-    # Length first, before any copy or decode work (contract: at most 10 MB).
-    if len(b64) > _MAX_RAW_BASE64_CHARS:
-        raise _too_large_base64(len(b64))
-    head = b64[:64].lstrip()
-    if head[:5].lower() == "data:":
-        raise _error(
-            ErrorCode.UNSUPPORTED_IMAGE,
-            "image must be plain base64: remove the 'data:<type>;base64,' prefix",
-        )
-    compact = "".join(b64.split())
-    if len(compact) > MAX_BASE64_CHARS:
-        raise _too_large_base64(len(compact))
-    if not compact:
-        raise _error(ErrorCode.UNSUPPORTED_IMAGE, "image is empty")
-    remainder = len(compact) % 4
-    if remainder:
-        # Some encoders drop the '=' padding; a remainder of 1 can never be valid and
-        # b64decode will reject it below.
-        compact += "=" * (4 - remainder)
-    try:
-        data = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        # ValueError: non-ASCII characters in the string.
-        raise _error(ErrorCode.UNSUPPORTED_IMAGE, "image is not valid base64") from None
-    if not data:
-        raise _error(ErrorCode.UNSUPPORTED_IMAGE, "image is empty")
-    return data
-
-
-def _too_large_base64(length: int) -> ServiceError:
-    return _error(
-        ErrorCode.IMAGE_SIZE,
-        f"base64 image is {length} characters, over the limit of {MAX_BASE64_CHARS} (10 MB)",
-    )
-
-
-# --------------------------------------------------------------------------- decoding
-
+    return decode_image_b64(b64)
 
 def load_image(data: bytes) -> LoadedImage:
     """Decode PNG/JPEG/BMP/TIFF bytes into an oriented 8-bit BGR image.
