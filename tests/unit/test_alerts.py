@@ -278,8 +278,6 @@ def test_a_front_sent_as_back_is_still_read(run_engine, make_case):
     assert res["detect_blur_result"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="the engine answers a card with no recognised field "
-                   "instead of AIS.0104; the change is proposed to the engine's owner")
 def test_a_photo_without_an_id_card_is_ais0104_even_with_alerts():
     from synthcard.photo import _other_card, photograph
     from worker.recognition.engine import recognize

@@ -130,7 +130,9 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
             continue
         tried += 1
         r = read_registered(ocr, bgr, corners)
-        if r is None:
+        # Side words alone (a bank card saying 居民身份证, say) with no field read is
+        # no ID card: answer AIS.0104 rather than an empty result.
+        if r is None or _completeness(r.fields) == 0:
             continue
         if want_two and any(x.read.side == r.read.side for x in reads):
             continue
@@ -144,7 +146,7 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
         outline = _text_outline(bgr, ocr)
         if outline is not None:
             r = read_registered(ocr, bgr, outline)
-            if r is not None:
+            if r is not None and _completeness(r.fields) > 0:
                 (reads if _aligned(r) else doubtful).append(r)
     if not reads and doubtful:
         reads.append(max(doubtful, key=lambda r: _completeness(r.fields)))
