@@ -17,7 +17,7 @@ from api.metrics import ApiMetrics
 from api.ratelimit import RateLimiter
 from api.ratelimit import check as check_rate_limit
 from api.service import JobService
-from idcard.db import new_session
+from idcard.db import session_scope
 from idcard.settings import Settings
 
 
@@ -41,15 +41,8 @@ MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 def get_session(settings: SettingsDep) -> Iterator[Session]:
     """One transaction per request, committed before the response is sent (scope
     'function'), rolled back on any error."""
-    session = new_session(settings.database_url)
-    try:
+    with session_scope(settings.database_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

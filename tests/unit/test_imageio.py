@@ -6,7 +6,6 @@ import base64
 import io
 import resource
 import struct
-import time
 import warnings
 import zlib
 from collections.abc import Callable
@@ -386,19 +385,16 @@ def test_small_images_rejected_in_every_format(fmt: str) -> None:
 
 
 @pytest.mark.parametrize(("width", "height"), [(20000, 20000), (10000, 10000), (100000, 16)])
-def test_png_decompression_bomb_rejected_fast(width: int, height: int) -> None:
+def test_png_decompression_bomb_rejected_without_decoding(width: int, height: int) -> None:
     data = _crafted_png(width, height)
     assert len(data) < 200
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(ServiceError) as exc_info:
             load_image(data)
-    elapsed = time.perf_counter() - start
     _assert_code(exc_info, AIS_0103)
     assert f"{width}x{height}" in exc_info.value.message
-    assert elapsed < 1.0
     # ru_maxrss is in KiB on Linux; 1.6 GB of pixels would show up here.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100 * 1024
     # Our own check runs first, so Pillow never even warns about a bomb.
@@ -638,22 +634,6 @@ def test_encode_jpeg_base64_quality_and_grey() -> None:
 def test_encode_jpeg_base64_rejects_bad_input(array: np.ndarray, quality: int) -> None:
     with pytest.raises(ValueError):
         encode_jpeg_base64(array, quality=quality)
-
-
-# ----------------------------------------------------------------------------- performance
-
-
-def test_decoding_a_2000x1500_jpeg_is_fast() -> None:
-    data = _save(Image.fromarray(_noisy_photo(2000, 1500)), "JPEG", quality=90)
-    load_image(data)  # warm up
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        result = load_image(data)
-        timings.append(time.perf_counter() - start)
-    assert result.bgr.shape == (1500, 2000, 3)
-    # ~13 ms on a developer machine; the bound only catches gross regressions.
-    assert sorted(timings)[2] < 0.5
 
 
 # ----------------------------------------------------------------------------- fuzzing
