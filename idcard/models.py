@@ -139,6 +139,15 @@ class Project(Base):
     secret_key_enc: Mapped[bytes] = mapped_column(LargeBinary)
     webhook_secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
     rate_limit_per_minute: Mapped[int | None]
+    # The AK/SK pair and the webhook secret replaced by the last rotation, valid until
+    # their time (``idcard.projects``). A unique index, not a constraint: SQLite adds
+    # it without rebuilding the table.
+    previous_access_key: Mapped[str | None] = mapped_column(String(32), unique=True,
+                                                             index=True)
+    previous_secret_key_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_access_key_expires_at: Mapped[datetime | None]
+    previous_webhook_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_webhook_secret_expires_at: Mapped[datetime | None]
 
 
 class Batch(Base):

@@ -17,7 +17,9 @@ from idcard.models import Job, JobInput, Project
 
 # (model, key column, encrypted columns)
 _ENCRYPTED = (
-    (Project, Project.id, (Project.secret_key_enc, Project.webhook_secret_enc)),
+    (Project, Project.id, (Project.secret_key_enc, Project.webhook_secret_enc,
+                           Project.previous_secret_key_enc,
+                           Project.previous_webhook_secret_enc)),
     (Job, Job.id, (Job.url_enc, Job.result_enc)),
     (JobInput, JobInput.job_id, (JobInput.data_enc,)),
 )

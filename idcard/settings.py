@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # 0 means unlimited.
     rate_limit_per_minute: int = Field(600, ge=0)
 
+    # After ``projects rotate``, the replaced token, AK/SK or webhook secret stays valid
+    # this long (``--grace`` overrides it per rotation), so clients switch without
+    # downtime.
+    credential_grace_seconds: float = Field(86400.0, ge=0)
+    # Refuse an SDK-HMAC-SHA256 signature seen before within its X-Sdk-Date window.
+    sdk_replay_protection: bool = True
+
     # Request bodies over these are refused before they are parsed: the sync and job
     # routes carry one image (10 MB of base64 plus the JSON around it), a batch many.
     api_max_body_bytes: int = 14 * 1024 * 1024

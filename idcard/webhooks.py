@@ -4,7 +4,9 @@ Sending is the worker's job; this module holds what the worker, the API (attempt
 history) and receivers' tests share. Contract section 3: body
 ``{"event", "event_id", "job_id", "project_id", "status", "result" | "error_code",
 "error_msg"}``, header ``X-IDCard-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret,
-"<t>.<body>")>``.
+"<t>.<body>")>``. While a rotated webhook secret is in its grace period the header
+carries one ``v1`` per secret, the current one first (``t=<t>,v1=<new>,v1=<old>``, the
+Stripe convention): a receiver accepts the event if any ``v1`` matches its secret.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,24 +71,44 @@ def encode_body(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The ``X-IDCard-Signature`` header value for ``body``."""
+def _mac(secret: str, body: bytes, t: int) -> str:
+    return hmac.new(secret.encode("utf-8"), f"{t}.".encode() + body,
+                    hashlib.sha256).hexdigest()
+
+
+def sign(secret: str | Sequence[str], body: bytes, timestamp: int | None = None) -> str:
+    """The ``X-IDCard-Signature`` header value for ``body``: ``t=<t>,v1=<hex>`` with one
+    ``v1`` per secret, in the order given (current first)."""
+    secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+    if not secrets:
+        raise ValueError("no webhook secret to sign with")
     t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode("utf-8"), f"{t}.".encode() + body, hashlib.sha256)
-    return f"t={t},v1={mac.hexdigest()}"
+    return ",".join([f"t={t}", *(f"v1={_mac(s, body, t)}" for s in secrets)])
 
 
 def verify(secret: str, body: bytes, header: str, *, tolerance: int = 300,
            now: int | None = None) -> bool:
-    """What a receiver does: check the signature and that ``t`` is recent."""
+    """What a receiver does: ``t`` appears once and is recent, and any ``v1`` is the
+    HMAC of ``"<t>.<body>"`` under its secret (other schemes are ignored)."""
+    t_values, signatures = [], []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            return False
+        if name == "t":
+            t_values.append(value)
+        elif name == "v1":
+            signatures.append(value)
     try:
-        parts = dict(p.split("=", 1) for p in header.split(","))
-        t = int(parts["t"])
-    except (KeyError, ValueError):
+        (t,) = (int(v) for v in t_values)
+    except ValueError:
         return False
     if abs((int(time.time()) if now is None else now) - t) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, body, t), f"t={t},v1={parts.get('v1', '')}")
+    expected = _mac(secret, body, t).encode()
+    # Every candidate is compared, so timing says nothing about which one matched.
+    matches = [hmac.compare_digest(expected, v.encode()) for v in signatures if v.isascii()]
+    return any(matches)
 
 
 def backoff(attempt: int) -> timedelta:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from idcard.db import session_scope
 from idcard.errors import ErrorCode, ServiceError
 from idcard.models import Job, Project, WebhookDelivery, WebhookState
-from idcard.projects import webhook_secret
+from idcard.projects import webhook_secrets
 from idcard.settings import Settings, get_settings
 from idcard.webhooks import (
     SIGNATURE_HEADER,
@@ -58,7 +58,7 @@ SKIPPED = DeliveryOutcome("skipped")
 class _Prepared:
     url: str
     body: bytes
-    secret: str
+    secrets: tuple[str, ...]  # current first; the previous one during its grace period
     attempt: int
 
 
@@ -79,7 +79,7 @@ def _prepare(job_id: str, event_id: str, actor: str, max_attempts: int) -> _Prep
         project = session.get(Project, project_id)
         if project is None:
             return None
-        return _Prepared(url, encode_body(body), webhook_secret(project), done + 1)
+        return _Prepared(url, encode_body(body), webhook_secrets(project), done + 1)
 
 
 def _post(prepared: _Prepared, event_id: str, settings: Settings) -> tuple[int | None,
@@ -92,7 +92,7 @@ def _post(prepared: _Prepared, event_id: str, settings: Settings) -> tuple[int |
     headers = {
         **target.headers,
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: sign(prepared.secret, prepared.body),
+        SIGNATURE_HEADER: sign(prepared.secrets, prepared.body),
         EVENT_ID_HEADER: event_id,
     }
     try:

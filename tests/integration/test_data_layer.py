@@ -117,7 +117,7 @@ def run_parallel(n: int, work: Callable[[], Any]) -> list[Any]:
 
 
 def test_migrations_match_the_models(settings: Settings, database_url: str) -> None:
-    assert current_revision(database_url) == head_revision() == "0001"
+    assert current_revision(database_url) == head_revision() == "0002"
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -141,7 +141,7 @@ def test_migrations_downgrade_and_upgrade_again(
         downgrade(url, "base")
         assert current_revision(url) is None
         upgrade(url)
-        assert current_revision(url) == "0001"
+        assert current_revision(url) == head_revision()
 
 
 # --- the state machine ----------------------------------------------------------------
@@ -674,7 +674,7 @@ def test_cli_migrate_and_create_project(tmp_path, monkeypatch: pytest.MonkeyPatc
     use_settings(monkeypatch, database_url=url, secret_key=TEST_SECRET_KEY)
     try:
         assert cli_main(["migrate"]) == 0
-        assert current_revision(url) == "0001"
+        assert current_revision(url) == head_revision()
         assert cli_main(["projects", "create", "Acme Bank"]) == 0
         creds = json.loads(capsys.readouterr().out)
         with session_scope() as s:
