@@ -129,6 +129,52 @@ def cmd_projects_create(args: argparse.Namespace) -> int:
     return 0
 
 
+# idcard.projects.CREDENTIALS (a test checks they agree), spelt out here: importing
+# that module for the parser would cost every command a third of a second.
+CREDENTIAL_KINDS = ("token", "aksk", "webhook-secret")
+
+
+def _credential_kinds(spec: str) -> list[str]:
+    return list(CREDENTIAL_KINDS) if spec == "all" else [spec]
+
+
+def cmd_projects_rotate(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from idcard.db import session_scope
+    from idcard.projects import rotate_credentials
+
+    grace = None if args.grace is None else timedelta(seconds=args.grace)
+    try:
+        with session_scope() as session:
+            creds = rotate_credentials(session, args.project_id,
+                                       _credential_kinds(args.credential), grace=grace)
+    except (SQLAlchemyError, RuntimeError, ValueError, LookupError) as exc:
+        return _service_error(exc)
+    # As with create: shown once, stored hashed or encrypted.
+    json.dump(creds, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_projects_revoke_previous(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from idcard.db import session_scope
+    from idcard.projects import revoke_previous
+
+    try:
+        with session_scope() as session:
+            revoke_previous(session, args.project_id, _credential_kinds(args.credential))
+    except (SQLAlchemyError, RuntimeError, ValueError, LookupError) as exc:
+        return _service_error(exc)
+    sys.stderr.write(f"idcard-ocr: previous {args.credential} credential(s) of project "
+                     f"{args.project_id} revoked\n")
+    return 0
+
+
 EMBEDDED_ACTOR = "worker:embedded"
 _RECONCILE_EVERY_SECONDS = 60.0
 _PURGE_EVERY_SECONDS = 600.0
@@ -281,6 +327,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return int(code or 0)
 
 
+def _grace_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text!r}")
+    return seconds
+
+
 def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     from idcard.queues import ALL_QUEUES
 
@@ -323,6 +379,23 @@ def _add_service_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--rate-limit", type=int, default=None, metavar="N",
                    help="requests per minute for this project (default: unlimited)")
     c.set_defaults(func=cmd_projects_create)
+    kinds = [*CREDENTIAL_KINDS, "all"]
+    r = projects.add_parser(
+        "rotate", help="issue new credentials; the old ones stay valid for a grace period; "
+                       "prints the new ones as JSON")
+    r.add_argument("project_id", metavar="PROJECT_ID")
+    r.add_argument("--credential", required=True, choices=kinds,
+                   help="which credential to rotate (all: token, AK/SK and webhook secret)")
+    r.add_argument("--grace", type=_grace_seconds, default=None, metavar="SECONDS",
+                   help="how long the replaced credential keeps working (default "
+                        "IDCARD_CREDENTIAL_GRACE_SECONDS, 86400; 0 ends it at once)")
+    r.set_defaults(func=cmd_projects_rotate)
+    v = projects.add_parser(
+        "revoke-previous", help="end the grace period of the previous credentials now")
+    v.add_argument("project_id", metavar="PROJECT_ID")
+    v.add_argument("--credential", choices=kinds, default="all",
+                   help="which previous credential to revoke (default all)")
+    v.set_defaults(func=cmd_projects_revoke_previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
