@@ -10,7 +10,11 @@ Order of the signature check: what the headers alone can refuse (a malformed
 then the access key is looked up (an unknown one is refused before the body is read),
 then the body is read (size-limited, ``api.body.read_limited_body``, kept for the
 route) and its SHA-256 is part of the signed request, then the signature is compared
-in constant time.
+in constant time, and last a verified signature is claimed in the replay guard
+(``api.replay``): the second request with the same signature is refused.
+
+An access key is the project's current one or, during its grace period after a
+rotation, the previous one (``idcard.projects``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import sdk_signature
 from api.body import read_limited_body
+from api.replay import ReplayGuard
 from idcard.errors import ErrorCode, ServiceError
 from idcard.models import Project
 from idcard.projects import project_by_access_key, project_by_token
@@ -42,6 +47,8 @@ _HASH_IN_THREAD_BYTES = 256 * 1024
 class Caller:
     project: Project
     actor: str  # for the audit trail: how the caller proved who it is
+    # The replay guard's key of a signed request (None for a token).
+    replay_key: str | None = None
 
 
 def _unauthorized(message: str) -> ServiceError:
@@ -70,14 +77,27 @@ def signed_request(request: Request, body: bytes,
     )
 
 
+REPLAYED = ("this signed request was already received (a replay): sign every request, "
+            "retries included, again")
+
+
+async def _claim(guard: ReplayGuard, key: str, ttl: float) -> bool:
+    if guard.blocking:
+        return await run_in_threadpool(guard.claim, key, ttl)
+    return guard.claim(key, ttl)
+
+
 async def _authenticate_sdk_signature(
     request: Request, session: Session, body_limit: int,
+    replay_guard: ReplayGuard | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> Caller:
+    received_at = now()
     try:
         auth = sdk_signature.parse_authorization(request.headers.get("authorization", ""))
         dates = request.headers.getlist(sdk_signature.DATE_HEADER)
-        sdk_date = sdk_signature.parse_sdk_date(dates[0] if len(dates) == 1 else None, now())
+        sdk_date = sdk_signature.parse_sdk_date(dates[0] if len(dates) == 1 else None,
+                                                received_at)
     except sdk_signature.SignatureError as exc:
         raise _unauthorized(str(exc)) from None
     found = await run_in_threadpool(project_by_access_key, session, auth.access_key)
@@ -96,23 +116,31 @@ async def _authenticate_sdk_signature(
     claimed = request.headers.getlist(PROJECT_ID_HEADER)
     if claimed and claimed != [project.id]:
         raise _unauthorized("X-Project-Id does not match the credential's project")
-    return Caller(project=project, actor="api:aksk")
+    if replay_guard is None:
+        return Caller(project=project, actor="api:aksk")
+    key = sdk_signature.replay_key(auth)
+    if not await _claim(replay_guard, key,
+                        sdk_signature.replay_ttl(sdk_date, received_at)):
+        raise _unauthorized(REPLAYED)
+    return Caller(project=project, actor="api:aksk", replay_key=key)
 
 
 async def authenticate(request: Request, session: Session, project_id: str, *,
-                       body_limit: int) -> Caller:
+                       body_limit: int, replay_guard: ReplayGuard | None = None) -> Caller:
     """The caller of a ``/v2/{project_id}/...`` request, or ``APIGW.0301``.
 
     A credential is valid for its own project only: another ``project_id`` in the path
     is answered as a wrong credential, never with that project's data. ``body_limit``
-    bounds what a signature check reads of the body (the route's own limit).
+    bounds what a signature check reads of the body (the route's own limit). With a
+    ``replay_guard``, a signature already seen is refused.
     """
     token = request.headers.get(TOKEN_HEADER)
     authorization = request.headers.get("authorization", "")
     if token:
         caller = await run_in_threadpool(_authenticate_token, session, token)
     elif authorization.startswith(SDK_SIGNATURE_SCHEME + " "):
-        caller = await _authenticate_sdk_signature(request, session, body_limit)
+        caller = await _authenticate_sdk_signature(request, session, body_limit,
+                                                   replay_guard)
     elif authorization.strip():
         raise _unauthorized(f"unsupported Authorization scheme: use {TOKEN_HEADER} or an "
                             f"{SDK_SIGNATURE_SCHEME} signature")

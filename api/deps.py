@@ -14,8 +14,9 @@ from api.auth import Caller, authenticate
 from api.body import json_object_body
 from api.dispatch import Dispatcher
 from api.metrics import ApiMetrics
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, RateLimitExceeded
 from api.ratelimit import check as check_rate_limit
+from api.replay import ReplayGuard, default_replay_guard
 from api.service import JobService
 from idcard.db import session_scope
 from idcard.settings import Settings
@@ -56,6 +57,21 @@ def get_rate_limiter(request: Request) -> RateLimiter:
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
+_UNSET = object()
+
+
+def get_replay_guard(request: Request) -> ReplayGuard | None:
+    """The app's replay guard, made on first use from its settings (a test may set
+    ``app.state.replay_guard`` first); None when replay protection is off."""
+    state = request.app.state
+    guard = getattr(state, "replay_guard", _UNSET)
+    if guard is _UNSET:  # on the event loop: no other request creates one meanwhile
+        guard = state.replay_guard = default_replay_guard(state.settings)
+    return guard  # type: ignore[return-value]
+
+
+ReplayGuardDep = Annotated[ReplayGuard | None, Depends(get_replay_guard)]
+
 
 def _body_limit(request: Request, settings: Settings) -> int:
     route = getattr(request.scope.get("route"), "path", "")
@@ -64,11 +80,13 @@ def _body_limit(request: Request, settings: Settings) -> int:
 
 
 async def current_caller(request: Request, project_id: ProjectId, session: SessionDep,
-                         settings: SettingsDep, limiter: RateLimiterDep) -> Caller:
+                         settings: SettingsDep, limiter: RateLimiterDep,
+                         replay_guard: ReplayGuardDep) -> Caller:
     """The authenticated caller, within its project's rate limit (``APIGW.0301``,
     ``APIGW.0308``). Only authenticated requests count against a project's limit."""
     caller = await authenticate(request, session, project_id,
-                                body_limit=_body_limit(request, settings))
+                                body_limit=_body_limit(request, settings),
+                                replay_guard=replay_guard)
     # End the transaction now: no connection (nor SQLite's write lock) is held while a
     # large body is still being uploaded.
     await run_in_threadpool(session.commit)
@@ -76,7 +94,14 @@ async def current_caller(request: Request, project_id: ProjectId, session: Sessi
     if limit is None:
         limit = settings.rate_limit_per_minute
     if limit > 0:
-        await run_in_threadpool(check_rate_limit, limiter, caller.project.id, limit)
+        try:
+            await run_in_threadpool(check_rate_limit, limiter, caller.project.id, limit)
+        except RateLimitExceeded:
+            # Refused before it did anything: the same signed request may come again
+            # after Retry-After (HTTP clients resend a 429 unchanged).
+            if replay_guard is not None and caller.replay_key is not None:
+                await run_in_threadpool(replay_guard.release, caller.replay_key)
+            raise
     return caller
 
 

@@ -21,8 +21,9 @@ What the official SDKs send (``huaweicloudsdkcore.signer.Signer``)::
 Everything here is pure (no I/O): the caller gives the request's parts and the SK.
 Differences from the SDK are deliberate and only ever refuse: the payload hash is
 always computed over the bytes received (an ``X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD``
-is not honoured), ``host`` and ``x-sdk-date`` must be signed, and the date must be
-within ``MAX_CLOCK_SKEW`` of the server's clock.
+is not honoured), ``host`` and ``x-sdk-date`` must be signed, the date must be within
+``MAX_CLOCK_SKEW`` of the server's clock, and a signature is accepted once
+(``replay_key`` and ``replay_ttl`` say what ``api.replay`` remembers, and how long).
 """
 
 from __future__ import annotations
@@ -181,6 +182,25 @@ def verify(request: SignedRequest, auth: SdkAuthorization, sdk_date: str,
     expected = sign(secret_key, string_to_sign(sdk_date, canonical))
     if not hmac.compare_digest(expected.encode("ascii"), auth.signature.encode("ascii")):
         raise SignatureError("the AK/SK signature is not valid")
+
+
+# Beyond the end of the window: API hosts' clocks may differ a little.
+REPLAY_MARGIN = timedelta(seconds=60)
+
+
+def replay_key(auth: SdkAuthorization) -> str:
+    """What identifies a signed request for replay protection: the access key and a
+    hash of the signature (the signature itself is not kept)."""
+    digest = hashlib.sha256(auth.signature.encode("ascii")).hexdigest()[:32]
+    return f"{auth.access_key}:{digest}"
+
+
+def replay_ttl(sdk_date: str, now: datetime) -> float:
+    """Seconds until a signature dated ``sdk_date`` can no longer pass the date check
+    (up to 30 minutes for a date 15 minutes ahead), plus ``REPLAY_MARGIN``."""
+    when = datetime.strptime(sdk_date, DATE_FORMAT).replace(tzinfo=timezone.utc)
+    remaining = max(0.0, (when + MAX_CLOCK_SKEW - now).total_seconds())
+    return remaining + REPLAY_MARGIN.total_seconds()
 
 
 def verify_request(
