@@ -179,3 +179,67 @@ def test_the_payload_hash_is_over_the_bytes_received() -> None:
     with pytest.raises(sig.SignatureError):
         sig.verify_request(received, authorization, lookup, NOW)
     assert hashlib.sha256(b"").hexdigest() == Signer._EMPTY_HASH
+
+
+# --- replay protection -----------------------------------------------------------------
+
+
+def test_the_replay_key_is_the_access_key_and_a_hash_of_the_signature() -> None:
+    _, authorization = sdk_signed("GET", "/v2/p1/ocr/id-card/jobs", [], {}, b"")
+    auth = sig.parse_authorization(authorization)
+    key = sig.replay_key(auth)
+    assert key.startswith(AK + ":") and auth.signature not in key
+    other = sig.SdkAuthorization(auth.access_key, auth.signed_headers, "0" * 64)
+    assert sig.replay_key(other) != key
+
+
+@pytest.mark.parametrize(("offset", "remaining"), [(0, 900), (-600, 300), (900, 1800),
+                                                   (-900, 0)])
+def test_a_signature_is_remembered_until_its_date_leaves_the_window(
+        offset: int, remaining: int) -> None:
+    # The window is 15 minutes either side of X-Sdk-Date: a date 15 minutes ahead is
+    # accepted for 30 minutes.
+    date = (NOW + timedelta(seconds=offset)).strftime(sig.DATE_FORMAT)
+    assert sig.replay_ttl(date, NOW) == remaining + sig.REPLAY_MARGIN.total_seconds()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_memory_guard_accepts_a_key_once_until_it_expires() -> None:
+    from api.replay import MemoryReplayGuard
+
+    clock = FakeClock()
+    guard = MemoryReplayGuard(clock=clock)
+    assert guard.claim("a", 10) and not guard.claim("a", 10)
+    assert guard.claim("b", 20)
+    clock.now += 9.9
+    assert not guard.claim("a", 10)
+    clock.now += 0.2  # "a" has expired, "b" has not
+    assert guard.claim("a", 10) and not guard.claim("b", 20)
+    guard.release("b")  # a request refused before it did anything
+    assert guard.claim("b", 20)
+    clock.now += 100
+    guard.claim("c", 1)
+    assert len(guard) == 1  # expired keys are dropped as time passes
+
+
+def test_the_memory_guard_is_bounded_and_forgets_what_expires_first(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from api.replay import MemoryReplayGuard
+
+    guard = MemoryReplayGuard(max_entries=3, clock=FakeClock())
+    for key, ttl in (("soon", 5), ("late", 50), ("mid", 20)):
+        assert guard.claim(key, ttl)
+    guard.release("late")
+    assert guard.claim("late", 50)  # a stale heap pair for "late" is skipped later
+    assert guard.claim("new", 30)
+    assert len(guard) == 3
+    assert guard.claim("soon", 5)  # the one nearest its end was forgotten...
+    assert not guard.claim("late", 50) and not guard.claim("new", 30)  # ...not these
+    assert "forgotten before their window ends" in caplog.text
