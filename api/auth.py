@@ -19,6 +19,7 @@ rotation, the previous one (``idcard.projects``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +34,9 @@ from api.body import read_limited_body
 from api.replay import ReplayGuard
 from idcard.errors import ErrorCode, ServiceError
 from idcard.models import Project
-from idcard.projects import project_by_access_key, project_by_token
+from idcard.projects import is_previous_token, project_by_access_key, project_by_token
+
+log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Auth-Token"
 SDK_SIGNATURE_SCHEME = sdk_signature.ALGORITHM
@@ -55,11 +58,21 @@ def _unauthorized(message: str) -> ServiceError:
     return ServiceError(ErrorCode.UNAUTHORIZED, message)
 
 
+def _actor(project: Project, kind: str, previous: bool) -> str:
+    """``api:token`` / ``api:aksk``, with ``:previous`` for a replaced credential in its
+    grace period: the audit trail and the log show who has not switched yet."""
+    if not previous:
+        return f"api:{kind}"
+    log.info("project %s: request authenticated with its previous %s", project.id, kind)
+    return f"api:{kind}:previous"
+
+
 def _authenticate_token(session: Session, token: str) -> Caller:
     project = project_by_token(session, token)
     if project is None:
         raise _unauthorized("the X-Auth-Token is not valid")
-    return Caller(project=project, actor="api:token")
+    return Caller(project=project,
+                  actor=_actor(project, "token", is_previous_token(project, token)))
 
 
 def signed_request(request: Request, body: bytes,
@@ -79,12 +92,6 @@ def signed_request(request: Request, body: bytes,
 
 REPLAYED = ("this signed request was already received (a replay): sign every request, "
             "retries included, again")
-
-
-async def _claim(guard: ReplayGuard, key: str, ttl: float) -> bool:
-    if guard.blocking:
-        return await run_in_threadpool(guard.claim, key, ttl)
-    return guard.claim(key, ttl)
 
 
 async def _authenticate_sdk_signature(
@@ -116,13 +123,14 @@ async def _authenticate_sdk_signature(
     claimed = request.headers.getlist(PROJECT_ID_HEADER)
     if claimed and claimed != [project.id]:
         raise _unauthorized("X-Project-Id does not match the credential's project")
-    if replay_guard is None:
-        return Caller(project=project, actor="api:aksk")
-    key = sdk_signature.replay_key(auth)
-    if not await _claim(replay_guard, key,
-                        sdk_signature.replay_ttl(sdk_date, received_at)):
-        raise _unauthorized(REPLAYED)
-    return Caller(project=project, actor="api:aksk", replay_key=key)
+    key = None
+    if replay_guard is not None:
+        key = sdk_signature.replay_key(auth)
+        if not await replay_guard.claim(key,
+                                        sdk_signature.replay_ttl(sdk_date, received_at)):
+            raise _unauthorized(REPLAYED)
+    actor = _actor(project, "aksk", project.access_key != auth.access_key)
+    return Caller(project=project, actor=actor, replay_key=key)
 
 
 async def authenticate(request: Request, session: Session, project_id: str, *,

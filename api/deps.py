@@ -60,12 +60,13 @@ RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 _UNSET = object()
 
 
-def get_replay_guard(request: Request) -> ReplayGuard | None:
-    """The app's replay guard, made on first use from its settings (a test may set
+async def get_replay_guard(request: Request) -> ReplayGuard | None:
+    """The app's replay guard, made on first use from its settings, inside the server's
+    event loop (its Redis client belongs to that loop; a test may set
     ``app.state.replay_guard`` first); None when replay protection is off."""
     state = request.app.state
     guard = getattr(state, "replay_guard", _UNSET)
-    if guard is _UNSET:  # on the event loop: no other request creates one meanwhile
+    if guard is _UNSET:  # async, so on the loop: no other request makes one meanwhile
         guard = state.replay_guard = default_replay_guard(state.settings)
     return guard  # type: ignore[return-value]
 
@@ -100,7 +101,7 @@ async def current_caller(request: Request, project_id: ProjectId, session: Sessi
             # Refused before it did anything: the same signed request may come again
             # after Retry-After (HTTP clients resend a 429 unchanged).
             if replay_guard is not None and caller.replay_key is not None:
-                await run_in_threadpool(replay_guard.release, caller.replay_key)
+                await replay_guard.release(caller.replay_key)
             raise
     return caller
 

@@ -92,6 +92,12 @@ def project_by_token(
     return project
 
 
+def is_previous_token(project: Project, token: str) -> bool:
+    """Whether ``token`` (found by ``project_by_token``) is the replaced one."""
+    return (project.previous_token_hash is not None
+            and project.previous_token_hash in crypto.token_hash_candidates(token))
+
+
 def _in_grace(expires: datetime | None, now: datetime | None) -> bool:
     return expires is not None and expires > (now or utcnow())
 

@@ -7,10 +7,11 @@ API process. A fresh signature (another ``X-Sdk-Date``, another request) always 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -27,23 +28,23 @@ from idcard.settings import get_settings
 from .api_support import TINY, Api, assert_error
 from .live_server import HoldingDispatcher, serve_in_thread
 from .test_sdk_auth import (
+    SDK_DATE_FORMAT,
     ClientRequestException,
     IdCardRequestBody,
     RecognizeIdCardRequest,
     SignedCall,
     sdk_client,
-    sdk_date,
 )
 
 INVALID = "the AK/SK signature is not valid"
 
 
-def signed_sync(api: Api, base: str | None = None, *, body: Any = None,
-                offset: timedelta = timedelta()) -> SignedCall:
-    content = json.dumps(body if body is not None else {"image": TINY}).encode()
+def signed_sync(api: Api, date: str | None = None, base: str | None = None
+                ) -> SignedCall:
+    content = json.dumps({"image": TINY}).encode()
     return SignedCall(base or str(api.http.base_url), "POST", f"/v2/{api.pid}/ocr/id-card",
                       ak=api.creds["ak"], sk=api.creds["sk"], body=content,
-                      headers={"X-Project-Id": api.pid}, sdk_date=sdk_date(offset))
+                      headers={"X-Project-Id": api.pid}, sdk_date=date)
 
 
 def accepted(r: Any) -> None:
@@ -80,7 +81,7 @@ def test_a_replayed_request_is_refused_and_a_fresh_signature_accepted(project: A
     refused_as_replay(call.send())
     refused_as_replay(call.send())
     # The same request signed again (another X-Sdk-Date) is a new request.
-    accepted(signed_sync(project, offset=timedelta(seconds=-1)).send())
+    accepted(signed_sync(project).send())
     # Tokens are not signatures: the same token any number of times.
     assert all(project.http.get(project.jobs).status_code == 200 for _ in range(3))
 
@@ -90,7 +91,7 @@ def test_a_replay_to_another_api_process_is_refused(project: Api, second_server:
     call = signed_sync(project)
     accepted(call.send())
     refused_as_replay(send_to(call, second_server))
-    fresh = signed_sync(project, second_server, offset=timedelta(seconds=-2))
+    fresh = signed_sync(project, base=second_server)
     accepted(fresh.send())
     refused_as_replay(send_to(fresh, str(project.http.base_url)))
 
@@ -100,8 +101,10 @@ def test_a_signature_is_kept_in_redis_until_its_date_leaves_the_window(
     client = redis.Redis.from_url(get_settings().redis_url)
     pattern = f"{KEY_PREFIX}{project.creds['ak']}:*"
     try:
-        accepted(signed_sync(project).send())
-        accepted(signed_sync(project, offset=timedelta(minutes=-10)).send())
+        now = datetime.now(timezone.utc)
+        accepted(signed_sync(project, now.strftime(SDK_DATE_FORMAT)).send())
+        ten_minutes_ago = (now - timedelta(minutes=10)).strftime(SDK_DATE_FORMAT)
+        accepted(signed_sync(project, ten_minutes_ago).send())
         keys = sorted(client.scan_iter(pattern), key=client.ttl)
         assert len(keys) == 2
         ttls = [client.ttl(k) for k in keys]
@@ -109,7 +112,7 @@ def test_a_signature_is_kept_in_redis_until_its_date_leaves_the_window(
         assert 5 * 60 + 50 <= ttls[0] <= 6 * 60 + 1, ttls
         assert 15 * 60 + 50 <= ttls[1] <= 16 * 60 + 1, ttls
         # The signature itself is not stored, only a hash of it.
-        auth = signed_sync(project).headers["Authorization"]
+        auth = signed_sync(project, ten_minutes_ago).headers["Authorization"]
         assert not any(auth.rpartition("=")[2].encode() in k for k in keys)
     finally:
         client.close()
@@ -130,17 +133,16 @@ def test_an_idempotent_retry_with_a_fresh_signature_is_the_same_job(
     base, path = str(project.http.base_url), f"/v2/{project.pid}/ocr/id-card/jobs"
     body = json.dumps({"image": TINY, "client_reference": "retry"}).encode()
 
-    def attempt(offset: int) -> SignedCall:
+    def attempt() -> SignedCall:  # signed anew each time, as the SDK does
         return SignedCall(base, "POST", path, ak=project.creds["ak"],
                           sk=project.creds["sk"], body=body,
-                          headers={"Idempotency-Key": "order-7"},
-                          sdk_date=sdk_date(timedelta(seconds=-offset)))
+                          headers={"Idempotency-Key": "order-7"})
 
-    first = attempt(0)
+    first = attempt()
     r1 = first.send()
     assert r1.status_code == 202, r1.text
     refused_as_replay(first.send())  # the very same bytes: a replay
-    r2 = attempt(1).send()  # signed again: an ordinary idempotent retry
+    r2 = attempt().send()  # signed again: an ordinary idempotent retry
     assert r2.status_code == 202, r2.text
     assert r2.json()["job_id"] == r1.json()["job_id"]
     assert r2.headers["Idempotent-Replayed"] == "true"
@@ -153,15 +155,14 @@ def test_a_request_refused_by_the_rate_limit_may_be_sent_again(server: str) -> N
         limited = Api(server, create_project(session, "limited", rate_limit_per_minute=1))
     path = f"/v2/{limited.pid}/ocr/id-card/jobs"
 
-    def listing(offset: int) -> SignedCall:
+    def listing() -> SignedCall:
         return SignedCall(server, "GET", path, ak=limited.creds["ak"],
-                          sk=limited.creds["sk"],
-                          sdk_date=sdk_date(timedelta(seconds=-offset)))
+                          sk=limited.creds["sk"])
 
-    ok = listing(0)
+    ok = listing()
     assert ok.send().status_code == 200
     refused_as_replay(ok.send())  # still a replay, even when over the limit
-    second = listing(1)
+    second = listing()
     assert_error(second.send(), 429, "APIGW.0308")
     assert_error(second.send(), 429, "APIGW.0308")  # not APIGW.0301
 
@@ -184,7 +185,7 @@ def test_embedded_mode_guards_in_process(project: Api, api_database: str,
                                                  "redis_url": "redis://127.0.0.1:1/0"})
     app = create_app(settings, dispatcher)
     with serve_in_thread(app) as base:
-        call = signed_sync(project, base)
+        call = signed_sync(project, base=base)
         accepted(call.send())
         refused_as_replay(call.send())
     assert isinstance(app.state.replay_guard, MemoryReplayGuard)
@@ -194,20 +195,21 @@ def test_replay_protection_can_be_turned_off(project: Api, api_database: str,
                                              dispatcher: HoldingDispatcher) -> None:
     settings = get_settings().model_copy(update={"sdk_replay_protection": False})
     with serve_in_thread(create_app(settings, dispatcher)) as base:
-        call = signed_sync(project, base)
+        call = signed_sync(project, base=base)
         accepted(call.send())
         accepted(call.send())
 
 
 def test_redis_down_remembers_per_process_and_warns(caplog: pytest.LogCaptureFixture
                                                     ) -> None:
-    guard = RedisReplayGuard("redis://127.0.0.1:1/0")
-    try:
-        with caplog.at_level(logging.WARNING, logger="api.replay"):
-            assert guard.claim("AK:abc", 60) is True
-            assert guard.claim("AK:abc", 60) is False
-            assert guard.claim("AK:def", 60) is True
-        assert "Redis unavailable" in caplog.text
-        assert caplog.text.count("Redis unavailable") == 1  # once per outage window
-    finally:
-        guard.close()
+    async def run() -> list[bool]:
+        guard = RedisReplayGuard("redis://127.0.0.1:1/0")
+        try:
+            return [await guard.claim("AK:abc", 60), await guard.claim("AK:abc", 60),
+                    await guard.claim("AK:def", 60)]
+        finally:
+            await guard.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="api.replay"):
+        assert asyncio.run(run()) == [True, False, True]
+    assert caplog.text.count("Redis unavailable") == 1  # once per outage window

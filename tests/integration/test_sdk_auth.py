@@ -9,6 +9,7 @@ altered: each alteration must be ``APIGW.0301``.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +47,23 @@ def sdk_client(base: str, ak: str, sk: str, project_id: str) -> OcrClient:
             .build())
 
 
+_last_date: list[datetime] = []
+_date_lock = threading.Lock()
+
+
+def fresh_sdk_date() -> str:
+    """Now, or one second past the last date handed out: every ``SignedCall`` of this
+    process is a distinct request, as a client that signs each request anew makes them
+    (the same request signed twice within one second is one signature, and the second
+    is refused as a replay)."""
+    with _date_lock:
+        when = datetime.now(timezone.utc).replace(microsecond=0)
+        if _last_date and when <= _last_date[0]:
+            when = _last_date[0] + timedelta(seconds=1)
+        _last_date[:] = [when]
+        return when.strftime(SDK_DATE_FORMAT)
+
+
 class SignedCall:
     """A request signed by the SDK's Signer, sent with httpx, alterable in between."""
 
@@ -55,9 +73,8 @@ class SignedCall:
                  ) -> None:
         self.base = base
         host = urlsplit(base).netloc
-        header_params = {"Content-Type": "application/json", **(headers or {})}
-        if sdk_date is not None:
-            header_params["X-Sdk-Date"] = sdk_date
+        header_params = {"Content-Type": "application/json", **(headers or {}),
+                         "X-Sdk-Date": sdk_date or fresh_sdk_date()}
         request = SdkRequest(method=method, schema="http", host=host, resource_path=path,
                              query_params=list(query or []), header_params=header_params,
                              body=body)

@@ -4,6 +4,7 @@ any change is refused. No services needed."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, urlsplit
@@ -216,17 +217,21 @@ def test_the_memory_guard_accepts_a_key_once_until_it_expires() -> None:
 
     clock = FakeClock()
     guard = MemoryReplayGuard(clock=clock)
-    assert guard.claim("a", 10) and not guard.claim("a", 10)
-    assert guard.claim("b", 20)
+    assert guard.add("a", 10) and not guard.add("a", 10)
+    assert guard.add("b", 20)
     clock.now += 9.9
-    assert not guard.claim("a", 10)
+    assert not guard.add("a", 10)
     clock.now += 0.2  # "a" has expired, "b" has not
-    assert guard.claim("a", 10) and not guard.claim("b", 20)
-    guard.release("b")  # a request refused before it did anything
-    assert guard.claim("b", 20)
+    assert guard.add("a", 10) and not guard.add("b", 20)
+    guard.discard("b")  # a request refused before it did anything
+    assert guard.add("b", 20)
     clock.now += 100
-    guard.claim("c", 1)
+    guard.add("c", 1)
     assert len(guard) == 1  # expired keys are dropped as time passes
+    # The coroutines the API awaits are the same thing.
+    assert asyncio.run(guard.claim("d", 5)) and not asyncio.run(guard.claim("d", 5))
+    asyncio.run(guard.release("d"))
+    assert guard.add("d", 5)
 
 
 def test_the_memory_guard_is_bounded_and_forgets_what_expires_first(
@@ -235,11 +240,11 @@ def test_the_memory_guard_is_bounded_and_forgets_what_expires_first(
 
     guard = MemoryReplayGuard(max_entries=3, clock=FakeClock())
     for key, ttl in (("soon", 5), ("late", 50), ("mid", 20)):
-        assert guard.claim(key, ttl)
-    guard.release("late")
-    assert guard.claim("late", 50)  # a stale heap pair for "late" is skipped later
-    assert guard.claim("new", 30)
+        assert guard.add(key, ttl)
+    guard.discard("late")
+    assert guard.add("late", 50)  # a stale heap pair for "late" is skipped later
+    assert guard.add("new", 30)  # full: "soon", the nearest to its end, is forgotten
     assert len(guard) == 3
-    assert guard.claim("soon", 5)  # the one nearest its end was forgotten...
-    assert not guard.claim("late", 50) and not guard.claim("new", 30)  # ...not these
+    assert guard.add("soon", 5)  # (and now "mid" goes)
+    assert not guard.add("late", 50) and not guard.add("new", 30)
     assert "forgotten before their window ends" in caplog.text
