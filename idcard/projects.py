@@ -175,7 +175,8 @@ def rotate_credentials(
     if unknown or not kinds:
         raise ValueError(f"credential must be one of {', '.join(CREDENTIALS)}")
     project = _locked(session, project_id)
-    until = (now or utcnow()) + _grace(grace)
+    # Whole seconds: the deadline stored is exactly the one printed.
+    until = ((now or utcnow()) + _grace(grace)).replace(microsecond=0)
     out = {"project_id": project.id, "previous_valid_until": _iso(until)}
     if TOKEN in kinds:
         out["token"] = crypto.new_token()
