@@ -11,12 +11,19 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idcard.errors import ErrorCode, ServiceError
 
 log = logging.getLogger(__name__)
+
+# The database is down, restarting, failing over, or every pooled connection is busy: the
+# caller should retry later (IDC.0503), whichever route it called. InterfaceError is what
+# psycopg2 raises on a connection the server closed under it.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError, InterfaceError, PoolTimeoutError)
 
 
 def error_response(code: ErrorCode, message: str, headers: dict[str, str] | None = None,
@@ -76,5 +83,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    for exc_type in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(exc_type, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, create_model
 from idcard.b64 import decode_image_b64
 from idcard.batches import BatchItem
 from idcard.errors import ErrorCode, ServiceError
-from idcard.models import Job, JobEvent, JobStatus, Priority
+from idcard.models import Job, JobEvent, JobStatus, Priority, WebhookDelivery, WebhookState
 from idcard.options import FLAGS, SIDES, RecognitionOptions
 
 MAX_URL_CHARS = 4096
@@ -224,9 +224,30 @@ def batch_path(project_id: str, batch_id: str) -> str:
     return f"/v2/{project_id}/ocr/id-card/batches/{batch_id}"
 
 
+def webhook_view(job: Job, last: WebhookDelivery | None) -> dict[str, Any] | None:
+    """The job's webhook as the API shows it, from the job's webhook state and its last
+    recorded attempt; None when the job has no ``callback_url`` or was cancelled (no
+    webhook is sent for it). Before the job ends, and between retries, it is 'pending'."""
+    if not job.callback_url or job.status == JobStatus.CANCELLED.value:
+        return None
+    state = job.webhook_state or WebhookState.PENDING.value
+    return {
+        "state": state,
+        "attempts": last.attempt if last is not None else 0,
+        "last_attempt_at": timestamp(last.at) if last is not None else None,
+        "last_status_code": last.status_code if last is not None else None,
+        "last_error": last.error if last is not None else None,
+        "next_attempt_at": (timestamp(last.next_attempt_at)
+                            if last is not None and state == WebhookState.PENDING.value
+                            else None),
+    }
+
+
 def job_view(job: Job, result: dict[str, Any] | None = None, *,
-             with_result: bool = True) -> dict[str, Any]:
-    """A job as the API shows it; ``result`` is the body the sync route would answer."""
+             with_result: bool = True, last_delivery: WebhookDelivery | None = None,
+             ) -> dict[str, Any]:
+    """A job as the API shows it; ``result`` is the body the sync route would answer,
+    ``last_delivery`` the job's last webhook attempt (``webhook_view``)."""
     view: dict[str, Any] = {
         "job_id": job.id,
         "status": job.status,
@@ -240,6 +261,7 @@ def job_view(job: Job, result: dict[str, Any] | None = None, *,
         "attempts": job.attempts,
         "error_code": job.error_code,
         "error_msg": job.error_msg,
+        "webhook": webhook_view(job, last_delivery),
     }
     if with_result:
         view["result"] = result
@@ -316,6 +338,21 @@ class JobCreated(BaseModel):
     status_url: str
 
 
+class WebhookView(BaseModel):
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending until the receiver answers 2xx (delivered) or the last of "
+        "IDCARD_WEBHOOK_MAX_ATTEMPTS attempts fails (failed)")
+    attempts: int = Field(description="delivery attempts made so far")
+    last_attempt_at: str | None
+    last_status_code: int | None = Field(
+        description="HTTP status of the last attempt; null when it got no answer")
+    last_error: str | None = Field(
+        description="why the last attempt got no answer: timeout, connect error, "
+        "refused, host not found")
+    next_attempt_at: str | None = Field(description="when the next retry is due, while "
+                                        "pending")
+
+
 class JobView(BaseModel):
     job_id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -329,6 +366,8 @@ class JobView(BaseModel):
     attempts: int
     error_code: str | None
     error_msg: str | None
+    webhook: WebhookView | None = Field(
+        None, description="delivery of the webhook; null without callback_url")
     result: dict[str, Any] | None = Field(
         None, description="the body the sync route answers ({\"result\": {...}}); "
         "only when succeeded")

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from anyio import CapacityLimiter
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -44,7 +45,7 @@ from idcard.jobs import (
     read_result,
     record_enqueued,
 )
-from idcard.models import Job, JobStatus, Priority
+from idcard.models import Job, JobStatus, Priority, WebhookDelivery
 from idcard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,19 @@ _RESULTS_COMMIT_EVERY = 20
 
 def _not_ready(message: str) -> ServiceError:
     return ServiceError(ErrorCode.NOT_READY, message)
+
+
+def _last_deliveries(session: Session, jobs: Sequence[Job]) -> dict[str, WebhookDelivery]:
+    """The last recorded webhook attempt of each job that has a callback, in one query."""
+    ids = [j.id for j in jobs if j.callback_url]
+    if not ids:
+        return {}
+    last = (select(WebhookDelivery.job_id, func.max(WebhookDelivery.attempt).label("n"))
+            .where(WebhookDelivery.job_id.in_(ids)).group_by(WebhookDelivery.job_id)
+            .subquery())
+    rows = session.scalars(select(WebhookDelivery).join(last, and_(
+        WebhookDelivery.job_id == last.c.job_id, WebhookDelivery.attempt == last.c.n)))
+    return {row.job_id: row for row in rows}
 
 
 @dataclass
@@ -175,14 +189,17 @@ class JobService:
         result = None
         if job.status == JobStatus.SUCCEEDED.value:
             result = read_result(self.session, self.project_id, job_id, self.actor)
-        return job_view(job, result)
+        return job_view(job, result, last_delivery=_last_deliveries(self.session, [job])
+                        .get(job.id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return job_view(cancel_job(self.session, self.project_id, job_id, self.actor))
 
     def list_page(self, **filters: Any) -> dict[str, Any]:
         jobs, cursor = list_jobs(self.session, self.project_id, **filters)
-        return {"jobs": [job_view(j, with_result=False) for j in jobs], "next_cursor": cursor}
+        last = _last_deliveries(self.session, jobs)
+        return {"jobs": [job_view(j, with_result=False, last_delivery=last.get(j.id))
+                         for j in jobs], "next_cursor": cursor}
 
     def events(self, job_id: str) -> dict[str, Any]:
         events = job_events(self.session, self.project_id, job_id)
