@@ -53,8 +53,16 @@ def visibility_timeout(settings: Settings) -> float:
     return max(settings.job_deadline_seconds, 2 * longest_backoff, 1.0)
 
 
+def reconcile_every(settings: Settings) -> float:
+    """How often beat runs the reconciler: every RECONCILE_EVERY_SECONDS, or every half
+    IDCARD_JOB_DEADLINE_SECONDS when that is shorter, so that a lost job is found within
+    one and a half deadlines whatever the deadline."""
+    return max(1.0, min(RECONCILE_EVERY_SECONDS, settings.job_deadline_seconds / 2))
+
+
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    reconcile_seconds = reconcile_every(settings)
     app = Celery("idcard", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         task_serializer="json",
@@ -87,10 +95,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "reconcile-stuck-jobs": {
                 "task": TASK_RECONCILE,
-                "schedule": RECONCILE_EVERY_SECONDS,
+                "schedule": reconcile_seconds,
                 # A tick nobody ran in time is superseded by the next one.
                 "options": {"queue": QUEUE_MAINTENANCE,
-                            "expires": RECONCILE_EVERY_SECONDS - 5},
+                            "expires": reconcile_seconds - min(5.0, reconcile_seconds / 4)},
             },
             "purge-expired": {
                 "task": TASK_PURGE,
