@@ -169,10 +169,12 @@ class WorkerProcess:
 
 
 def celery_worker(name: str, queues: str, env: dict[str, str], log_dir: Path, *,
-                  slow_seconds: float | None = None, cli: bool = False) -> WorkerProcess:
+                  slow_seconds: float | None = None, cli: bool = False,
+                  beat: bool = False) -> WorkerProcess:
     """A worker process: ``idcard-ocr worker`` when ``cli``, else ``celery -A
-    worker.celery_app worker``, or the slowed-down one of ``slow_worker.py``."""
-    common = ["--loglevel=info", f"--hostname={name}"]
+    worker.celery_app worker``, or the slowed-down one of ``slow_worker.py``; ``beat``
+    also runs the periodic tasks (the reconciler) in it."""
+    common = ["--loglevel=info", f"--hostname={name}", *(["--beat"] if beat else [])]
     if cli:
         argv = [sys.executable, "-m", "idcard.cli", "worker", f"--queues={queues}",
                 "--concurrency=1", *common]
@@ -212,7 +214,7 @@ class Received:
 class LocalServer:
     """A threaded HTTP server on 127.0.0.1 with per-path handlers; records requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.routes: dict[str, Handler] = {}
         self.received: list[Received] = []
         server = self
@@ -236,7 +238,8 @@ class LocalServer:
             def log_message(self, *_: Any) -> None:  # quiet
                 pass
 
-        self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
+        # ``port``: a fixed one, to bring a receiver back where it was (0: any free one).
+        self.httpd = _QuietServer(("127.0.0.1", port), _Handler)
         self.port = self.httpd.server_address[1]
         # A short poll interval: shutdown() waits for it.
         self._thread = threading.Thread(target=self.httpd.serve_forever,
@@ -270,6 +273,6 @@ def send(h: BaseHTTPRequestHandler, status: int, body: bytes = b"",
 
 
 @contextmanager
-def local_server() -> Iterator[LocalServer]:
-    with LocalServer() as server:
+def local_server(port: int = 0) -> Iterator[LocalServer]:
+    with LocalServer(port) as server:
         yield server
