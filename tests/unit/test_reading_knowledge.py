@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from worker.recognition.ctc import constrained_beam_search, ctc_log_likelihoods
+from worker.recognition.fields import parse_front
+from worker.recognition.ocr import TextLine
 from worker.recognition.places import correct_address, correct_issue, edit_distance
 
 
@@ -61,6 +63,11 @@ def test_ctc_prefers_what_the_frames_show() -> None:
         ("北京市东城区示例路1号", "", "北京市东城区示例路1号"),
         # text that is no address at all is left alone
         ("ABC123", "", "ABC123"),
+        # the number's county beats a nearer name (郫县) and a real name elsewhere (临县)
+        ("四川省温江地区什县丰收大街103号", "512725194006218584",
+         "四川省温江地区什邡县丰收大街103号"),
+        ("山东省临沂市临县银杏大道597弄27号", "371329196011204027",
+         "山东省临沂市临沭县银杏大道597弄27号"),
     ],
 )
 def test_correct_address(read: str, number: str, expected: str) -> None:
@@ -153,3 +160,52 @@ def test_beam_search_uses_the_checksum() -> None:
 def test_beam_search_gives_up_rather_than_invent() -> None:
     probs, classes = _frames("1101011990030600", "0123456789X")  # only 16 characters
     assert constrained_beam_search(probs, classes, 18, lambda s: True) is None
+
+
+# --- the front's rows, from lines placed where the card prints them -------------------
+
+def _line(text: str, x0_mm: float, y_mm: float, x1_mm: float, score: float = 0.99) -> TextLine:
+    from worker.recognition.layout import mm
+
+    x0, x1, y0, y1 = mm(x0_mm), mm(x1_mm), mm(y_mm - 1.8), mm(y_mm + 1.8)
+    quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+    return TextLine(quad, text, score)
+
+
+NUMBER = "51021619950524774X"  # valid: born 1995-05-24
+
+
+def test_a_missing_sex_row_does_not_shift_the_name_into_it() -> None:
+    # The sex row (17 mm) was not detected: the name row is two pitches above the birth.
+    lines = [_line("郭瑜晨", 16.5, 10.5, 27), _line("1995年5月24日", 16.5, 23.5, 45),
+             _line("四川省重庆市万盛区三马", 16.5, 30.5, 50), _line(NUMBER, 29.5, 46.5, 77.5)]
+    values = parse_front(lines).values
+    assert values["name"] == "郭瑜晨"
+    assert values["birth"] == "1995-05-24"
+    assert values["sex"] == "女"  # from the number, as the row was not read
+
+
+def test_the_sex_row_right_above_the_birth_is_still_the_sex_row() -> None:
+    lines = [_line("郭瑜晨", 16.5, 10.5, 27), _line("女", 16.5, 17, 20),
+             _line("1995年5月24日", 16.5, 23.5, 45), _line(NUMBER, 29.5, 46.5, 77.5)]
+    values = parse_front(lines).values
+    assert (values["name"], values["sex"]) == ("郭瑜晨", "女")
+
+
+@pytest.mark.parametrize(("image_shows", "expected"), [
+    ("1995年5月24日", "1995-05-24"),  # a misread digit: the image sides with the number
+    ("1996年5月24日", "1996-05-24"),  # the card really prints another date: kept
+])
+def test_a_birth_date_unlike_the_number_is_settled_by_the_image(
+    image_shows: str, expected: str
+) -> None:
+    asked: list[list[str]] = []
+
+    def choose(line: TextLine, options: list[str], priors: list[float] | None = None) -> str:
+        asked.append(options)
+        return image_shows if image_shows in options else options[0]
+
+    lines = [_line("郭瑜晨", 16.5, 10.5, 27), _line("女", 16.5, 17, 20),
+             _line("1996年5月24日", 16.5, 23.5, 45), _line(NUMBER, 29.5, 46.5, 77.5)]
+    assert parse_front(lines, choose).values["birth"] == expected
+    assert asked == [["1996年5月24日", "1995年5月24日"]]

@@ -19,10 +19,25 @@ import numpy as np
 from idcard.errors import ErrorCode, ServiceError
 from idcard.options import RecognitionOptions
 from worker.recognition import alerts, idnumber, imageio, verification
-from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS, CardFields, parse_back, parse_front
-from worker.recognition.layout import ASPECT, FRONT_PORTRAIT_MM, mm
+from worker.recognition.fields import (
+    BACK_FIELDS,
+    FRONT_FIELDS,
+    CardFields,
+    parse_back,
+    parse_front,
+    strip_label,
+)
+from worker.recognition.imageio import stretch_contrast
+from worker.recognition.layout import (
+    ASPECT,
+    FIELD_MAX_HEIGHT_MM,
+    FRONT_PORTRAIT_MM,
+    TITLE_MAX_HEIGHT_MM,
+    is_back_title,
+    mm,
+)
 from worker.recognition.locate import locate_cards, order_corners
-from worker.recognition.ocr import OcrEngine, TextLine, crop_line, get_ocr, stretch_contrast
+from worker.recognition.ocr import OcrEngine, TextLine, crop_line, get_ocr
 from worker.recognition.reader import CardRead, read_card
 from worker.recognition.rectify import to_photo
 from worker.recognition.register import landmark_error, refined_corners
@@ -31,6 +46,12 @@ log = logging.getLogger(__name__)
 
 # Candidates tried before giving up with AIS.0104. Each costs one detector pass.
 MAX_CANDIDATES = 4
+# Horizontal scales at which a doubtful ID number line is read again, in order.
+NUMBER_SQUEEZES = (1.0, 0.6, 1.6)
+# Re-reads of one candidate at the outline its landmarks give.
+MAX_REGISTRATIONS = 2
+# A read whose landmarks are further than this from the layout is worth a second outline.
+POOR_REGISTRATION_MM = 4.0
 
 
 @dataclass
@@ -60,11 +81,27 @@ def _parse(r: CardRead, bgr: np.ndarray, ocr: OcrEngine) -> CardFields:
         quad = to_photo(line.quad, r.photo_to_card)
         return stretch_contrast(crop_line(bgr, quad, pad=0.08, hpad=0.3))
 
-    def choose(line: TextLine, options: list[str]) -> str:
-        return ocr.best_of(crop(line), options)[0]
+    def choose(line: TextLine, options: list[str], priors: list[float] | None = None) -> str:
+        if not line.label_merged:
+            return ocr.best_of(crop(line), options, priors=priors)[0]
+        # The box was cut to the value, the text still starts with the label: the
+        # image can only be asked about the value part.
+        values = [strip_label(o) for o in options]
+        best = ocr.best_of(crop(line), values, priors=priors)[0]
+        return options[values.index(best)] if best in values else options[0]
 
     def read_number(line: TextLine) -> str | None:
-        return ocr.read_constrained(crop(line), "0123456789X", 18, idnumber.valid_number)
+        # The number's wide letter spacing makes the recogniser merge a repeated digit
+        # ('44' as '4'); at other widths the spacing looks ordinary to it.
+        image = crop(line)
+        for squeeze in NUMBER_SQUEEZES:
+            resized = image if squeeze == 1.0 else cv2.resize(
+                image, None, fx=squeeze, fy=1.0, interpolation=cv2.INTER_AREA
+                if squeeze < 1 else cv2.INTER_CUBIC)
+            number = ocr.read_constrained(resized, "0123456789X", 18, idnumber.valid_number)
+            if number is not None:
+                return number
+        return None
 
     if r.side == "front":
         return parse_front(r.lines, choose, read_number)
@@ -72,21 +109,26 @@ def _parse(r: CardRead, bgr: np.ndarray, ocr: OcrEngine) -> CardFields:
 
 
 def read_registered(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> ReadSide | None:
-    """Read the card at ``corners``; read again if its text says the outline was off."""
+    """Read the card at ``corners``; read again while its text says the outline is off
+    (a second pass when a rough outline, a portrait taken for the card say, moved far)."""
     r = read_card(ocr, bgr, corners)
     if r.side is None:
         return None
-    fields = _parse(r, bgr, ocr)
-    better = refined_corners(r.side, fields, r.lines, r.photo_to_card)
-    if better is not None:
+    best = ReadSide(r, _parse(r, bgr, ocr))
+    error = landmark_error(r.side, best.fields, r.lines)
+    for _ in range(MAX_REGISTRATIONS):
+        better = refined_corners(r.side, best.fields, best.read.lines, best.read.photo_to_card)
+        if better is None:
+            break
         r2 = read_card(ocr, bgr, better)
-        if r2.side == r.side:
-            fields2 = _parse(r2, bgr, ocr)
-            if _completeness(fields2) >= _completeness(fields) and landmark_error(
-                r2.side, fields2, r2.lines
-            ) <= landmark_error(r.side, fields, r.lines):
-                return ReadSide(r2, fields2)
-    return ReadSide(r, fields)
+        if r2.side != r.side:
+            break
+        fields2 = _parse(r2, bgr, ocr)
+        error2 = landmark_error(r2.side, fields2, r2.lines)
+        if _completeness(fields2) < _completeness(best.fields) or error2 > error:
+            break
+        best, error = ReadSide(r2, fields2), error2
+    return best
 
 
 def _completeness(fields: CardFields) -> int:
@@ -118,6 +160,7 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
     # A photo cropped to the card has no background to find an edge against.
     if abs(max(w, h) / min(w, h) - ASPECT) / ASPECT < 0.15:
         candidates.append(_whole_image_corners(bgr))
+    wanted = 2 if want_two else 1
     reads: list[ReadSide] = []
     # Reads whose text runs across the card frame: the outline was wrong. Kept only as
     # a last resort, after the other candidates and the text-based outline.
@@ -140,24 +183,65 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
             doubtful.append(r)
             continue
         reads.append(r)
-        if len(reads) == (2 if want_two else 1):
+        if len(reads) == wanted:
             break
-    if not reads:
+    if len(reads) < wanted:
+        # No candidate outline held (the second) card: outline it by where its text
+        # is, with the card(s) already read masked out.
+        masked = _mask_cards(bgr, [r.read.corners for r in reads])
+        outline = _text_outline(masked, ocr)
+        if outline is not None:
+            r = read_registered(ocr, bgr, outline)
+            if (r is not None and _completeness(r.fields) > 0
+                    and not any(x.read.side == r.read.side for x in reads)):
+                (reads if _aligned(r) else doubtful).append(r)
+    elif not want_two and _registration_error(reads[0]) > mm(POOR_REGISTRATION_MM):
+        # Read, but its landmarks are far from where the layout puts them (an outline
+        # around more than the card, with too few landmarks to correct it): the text
+        # itself may give a better outline.
         outline = _text_outline(bgr, ocr)
         if outline is not None:
             r = read_registered(ocr, bgr, outline)
-            if r is not None and _completeness(r.fields) > 0:
-                (reads if _aligned(r) else doubtful).append(r)
-    if not reads and doubtful:
-        reads.append(max(doubtful, key=lambda r: _completeness(r.fields)))
+            if (r is not None and r.read.side == reads[0].read.side and _aligned(r)
+                    and _completeness(r.fields) >= _completeness(reads[0].fields)
+                    and _registration_error(r) < _registration_error(reads[0])):
+                reads[0] = r
+    for r in sorted(doubtful, key=lambda r: -_completeness(r.fields)):
+        if len(reads) >= wanted:
+            break
+        if not any(x.read.side == r.read.side or _overlaps(x.read.corners, r.read.corners)
+                   for x in reads):
+            reads.append(r)
     return reads
+
+
+def _registration_error(r: ReadSide) -> float:
+    return landmark_error(r.read.side or "", r.fields, r.read.lines)
+
+
+def _mask_cards(bgr: np.ndarray, outlines: list[np.ndarray]) -> np.ndarray:
+    """The photo with each outline (grown by 5 %) painted over in its median colour."""
+    if not outlines:
+        return bgr
+    out = bgr.copy()
+    fill = tuple(int(v) for v in np.median(bgr.reshape(-1, 3), axis=0))
+    for quad in outlines:
+        centre = quad.mean(axis=0)
+        grown = (quad - centre) * 1.05 + centre
+        cv2.fillConvexPoly(out, grown.astype(np.int32), fill)
+    return out
 
 
 def _aligned(r: ReadSide) -> bool:
     """Whether the card's lines lie along the card frame (printed text is at most
-    about 5 mm tall; a line seen at an angle to the frame gets a much taller box)."""
-    heights = sorted(ln.height for ln in r.read.lines if len(ln.text) >= 4)
-    return not heights or heights[len(heights) // 2] < mm(6.5)
+    about 5 mm tall, the back's titles 9 mm; a line seen at an angle to the frame, or
+    a frame around part of the card, gives much taller boxes)."""
+    titles = [ln.height for ln in r.read.lines if is_back_title(ln.text)]
+    if any(h > mm(TITLE_MAX_HEIGHT_MM) for h in titles):
+        return False
+    heights = sorted(ln.height for ln in r.read.lines
+                     if len(ln.text) >= 4 and not is_back_title(ln.text))
+    return not heights or heights[len(heights) // 2] < mm(FIELD_MAX_HEIGHT_MM)
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:

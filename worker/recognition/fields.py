@@ -12,17 +12,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from worker.recognition import dates, ethnicity, idnumber, places
 from worker.recognition.layout import (
+    FRONT_BIRTH_ROW_Y_MM,
     FRONT_NUMBER_ROW_Y_MM,
+    FRONT_ROW_PITCH_MM,
     FRONT_TEXT_MAX_X_MM,
     FRONT_VALUE_X_MM,
+    is_back_title,
     mm,
 )
 from worker.recognition.ocr import TextLine
+
+FRONT_ROW_PITCH = mm(FRONT_ROW_PITCH_MM)
 
 FRONT_FIELDS = ("name", "sex", "ethnicity", "birth", "address", "number")
 BACK_FIELDS = ("issue", "valid_from", "valid_to")
@@ -96,13 +102,23 @@ def _row_text(row: list[TextLine]) -> str:
     return "".join(ln.text for ln in row)
 
 
+def _row_y(row: list[TextLine]) -> float:
+    return sum(ln.cy for ln in row) / len(row)
+
+
 def _number_candidate(text: str) -> str:
     t = strip_label(text).translate(_CONFUSED_DIGITS)
     return re.sub(r"[^0-9X]", "", t)
 
 
 # Reads one line again as whichever of the candidate texts the image shows best.
-LineChooser = Callable[[TextLine, list[str]], str]
+class LineChooser(Protocol):
+    """Which of ``options`` the line's image shows; ``priors`` are log-odds to add."""
+
+    def __call__(self, line: TextLine, options: list[str],
+                 priors: list[float] | None = None) -> str: ...
+
+
 # Reads the number line again as a valid 18-character ID number, or None.
 NumberReader = Callable[[TextLine], "str | None"]
 
@@ -175,11 +191,23 @@ def parse_front(
     sex_i = row_with(lambda r: re.search("[男女]", strip_label(_row_text(r))) is not None
                      or "民族" in _row_text(r) or "性别" in _row_text(r))
     birth_i = row_with(lambda r: re.search(r"\d{3,4}.*[年月日]|\d{4}", _row_text(r)) is not None)
-    if sex_i is None and birth_i is not None and birth_i >= 1:
-        sex_i = birth_i - 1
+    name_i: int | None = None
+    above_birth = sex_i is None and birth_i is not None and birth_i >= 1
+    if above_birth:
+        # The row above the birth date: the sex row one pitch up, or, when the sex row
+        # was not found at all, the name two pitches up.
+        gap = _row_y(rows[birth_i]) - _row_y(rows[birth_i - 1])
+        if gap < 1.5 * FRONT_ROW_PITCH:
+            sex_i = birth_i - 1
+        elif (gap < 2.5 * FRONT_ROW_PITCH and abs(_row_y(rows[birth_i])
+                                                   - mm(FRONT_BIRTH_ROW_Y_MM)) < FRONT_ROW_PITCH):
+            name_i = birth_i - 1
     if birth_i is None and sex_i is not None and sex_i + 1 < len(rows):
         birth_i = sex_i + 1
-    name_i = (sex_i - 1) if sex_i else (0 if rows and sex_i is None and birth_i != 0 else None)
+    if name_i is None and sex_i is not None:
+        name_i = sex_i - 1
+    elif name_i is None and not above_birth and birth_i != 0 and rows:
+        name_i = 0  # neither sex nor birth row found: the first row is the name
 
     if name_i is not None and name_i >= 0:
         row = [ln for ln in rows[name_i] if ln.x1 > mm(FRONT_VALUE_X_MM - 2)]
@@ -195,7 +223,8 @@ def parse_front(
         text = strip_label(_row_text(row))
         parsed = dates.parse_birth(text)
         if parsed:
-            out.values["birth"] = parsed
+            out.values["birth"] = _birth_against_number(
+                parsed, out.values.get("number", ""), row, choose)
         out.quads["birth"] = _union_quad(row)
         if row[0].label_merged:
             out.label_merged.add("birth")
@@ -212,6 +241,39 @@ def parse_front(
             out.quads["address"] = _union_quad(addr_lines)
     _fill_from_number(out)
     return out
+
+
+# Log-odds for the number's birth date over a different one read on the birth line.
+BIRTH_NUMBER_PRIOR = 4.0
+
+
+def _birth_against_number(
+    birth: str, number: str, row: list[TextLine], choose: LineChooser | None
+) -> str:
+    """The birth date as read, unless it differs from a valid number's and the line's
+    image finds the number's date the likelier reading (a 5 read as 6 in low light).
+
+    The image decides, not the number: a card whose printed date really differs from
+    its number keeps the printed date, for ``valid_birth`` to flag, when the image shows
+    it clearly (by more than ``BIRTH_NUMBER_PRIOR`` nats: a genuine card never differs,
+    a blurred digit often does).
+    """
+    born = idnumber.birth_date(number) if idnumber.valid_number(number) else None
+    if born is None or born.isoformat() == birth or choose is None or len(row) != 1:
+        return birth
+    line = row[0]
+    options = [_with_date(line.text, d) for d in (birth, born.isoformat())]
+    picked = choose(line, options, [0.0, BIRTH_NUMBER_PRIOR])
+    return born.isoformat() if picked == options[1] else birth
+
+
+def _with_date(text: str, iso: str) -> str:
+    """``text`` (a birth line as read) with its year, month and day replaced."""
+    y, m, d = iso.split("-")
+    parts = iter((y, str(int(m)), str(int(d))))
+    if len(re.findall(r"\d+", text)) != 3:
+        return f"{y}年{int(m)}月{int(d)}日"
+    return re.sub(r"\d+", lambda _m: next(parts), text)
 
 
 def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
@@ -313,7 +375,7 @@ def parse_back(lines: list[TextLine], choose: LineChooser | None = None) -> Card
         ln for ln in lines
         if mm(30) < ln.cy < valid_y - mm(2.5) and strip_label(ln.text).strip()
         and ln.x1 > mm(31)
-        and not any(t in ln.text for t in ("中华人民共和国", "居民身份证"))
+        and not is_back_title(ln.text)
     ]
     if issue_lines:
         rows = _rows(issue_lines)

@@ -423,3 +423,17 @@ def encode_jpeg_base64(bgr: np.ndarray, quality: int = 90) -> str:
     if not ok:
         raise _error(ErrorCode.RECOGNITION_FAILED, "could not encode the output image")
     return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def stretch_contrast(crop: np.ndarray) -> np.ndarray:
+    """Spread a dim or washed-out line over the full brightness range.
+
+    The recogniser was trained on well-exposed text; a line photographed in low light
+    uses a sliver of the range.
+    """
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    lo, hi = np.percentile(gray, (1, 99))
+    if hi - lo < 8 or (lo < 30 and hi > 225):
+        return crop
+    scale = 255.0 / (hi - lo)
+    return cv2.convertScaleAbs(crop, alpha=scale, beta=-lo * scale)

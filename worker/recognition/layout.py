@@ -29,6 +29,10 @@ FRONT_PORTRAIT_MM = (55.0, 6.0, 80.5, 38.0)  # x0, y0, x1, y1
 # Text right of this x (and above the number row) belongs to the portrait area.
 FRONT_TEXT_MAX_X_MM = 54.0
 FRONT_NUMBER_ROW_Y_MM = 46.5
+# Name, sex and birth rows are this far apart (10.5, 17 and 23.5 mm from the top).
+FRONT_ROW_PITCH_MM = 6.5
+FRONT_NAME_ROW_Y_MM = 10.5
+FRONT_BIRTH_ROW_Y_MM = 23.5
 
 # Back (国徽面)
 BACK_EMBLEM_MM = (5.0, 4.0, 21.0, 20.0)
@@ -36,3 +40,12 @@ BACK_EMBLEM_MM = (5.0, 4.0, 21.0, 20.0)
 FRONT_LABELS = ("姓名", "性别", "民族", "出生", "住址", "公民身份号码")
 BACK_LABELS = ("签发机关", "有效期限")
 BACK_TITLES = ("中华人民共和国", "居民身份证")
+# Pieces of the titles a partial read still shows; no issuing authority contains them.
+BACK_TITLE_FRAGMENTS = ("共和国", "中华人民", "身份证", "居民身")
+# The titles' print is larger than the fields' (about 5 and 9 mm against 3.5 mm).
+TITLE_MAX_HEIGHT_MM = 12.0
+FIELD_MAX_HEIGHT_MM = 6.5
+
+
+def is_back_title(text: str) -> bool:
+    return any(f in text for f in BACK_TITLE_FRAGMENTS)

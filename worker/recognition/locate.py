@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from worker.recognition.imageio import stretch_contrast
 from worker.recognition.layout import ASPECT
 
 WORK_SIDE = 640  # px, longer side of the copy we search on
@@ -238,6 +239,8 @@ def locate_cards(bgr: np.ndarray, max_cards: int = 1) -> list[CardQuad]:
     scale = min(1.0, WORK_SIDE / max(h, w))
     small = cv2.resize(bgr, (max(1, int(w * scale)), max(1, int(h * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+    # Edge thresholds are absolute: a dim photo's card edge would fall below them.
+    small = stretch_contrast(small)
     sh, sw = small.shape[:2]
     gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     img_area = float(sh * sw)

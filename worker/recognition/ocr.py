@@ -113,14 +113,16 @@ class OcrEngine:
         return [(text, float(score)) for text, score, *_ in res]
 
     def best_of(
-        self, crop: np.ndarray, candidates: list[str], proxies: dict[str, str] | None = None
+        self, crop: np.ndarray, candidates: list[str], proxies: dict[str, str] | None = None,
+        priors: list[float] | None = None,
     ) -> tuple[str, float]:
         """The candidate the recogniser finds most likely in ``crop``, and its log-odds
         over the runner-up.
 
         Scores every candidate by its CTC likelihood under the recogniser's output, so
         a closed vocabulary (the 56 ethnic groups) is read as a choice among its words
-        rather than as free text.
+        rather than as free text. ``priors`` (log-odds, one per candidate) weigh in what
+        else is known about each.
         """
         probs = self.frame_probs(crop)
         index = self._rec.postprocess_op.dict
@@ -136,12 +138,13 @@ class OcrEngine:
                 virtual[ch] = probs.shape[1] + len(virtual)
                 columns.append(probs[:, ids].sum(axis=1, keepdims=True))
         logp = np.log(np.clip(np.concatenate(columns, axis=1), 1e-12, 1.0))
+        prior_of = dict(zip(candidates, priors or [0.0] * len(candidates), strict=True))
         kept = [cand for cand in candidates if cand and all(
             ch in virtual or ch in index for ch in cand)]
         labels = [[virtual.get(ch, index.get(ch, 0)) for ch in cand] for cand in kept]
         if not labels:
             return "", 0.0
-        ll = ctc_log_likelihoods(logp, labels)
+        ll = ctc_log_likelihoods(logp, labels) + np.array([prior_of[c] for c in kept])
         order = np.argsort(-ll)
         margin = float(ll[order[0]] - ll[order[1]]) if len(order) > 1 else float("inf")
         return kept[int(order[0])], margin
@@ -193,20 +196,6 @@ def crop_line(
         bgr, m, (width + 2 * q, height + 2 * p),
         flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE,
     )
-
-
-def stretch_contrast(crop: np.ndarray) -> np.ndarray:
-    """Spread a dim or washed-out line over the full brightness range.
-
-    The recogniser was trained on well-exposed text; a line photographed in low light
-    uses a sliver of the range.
-    """
-    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    lo, hi = np.percentile(gray, (1, 99))
-    if hi - lo < 8 or (lo < 30 and hi > 225):
-        return crop
-    scale = 255.0 / (hi - lo)
-    return cv2.convertScaleAbs(crop, alpha=scale, beta=-lo * scale)
 
 
 @functools.cache

@@ -90,7 +90,9 @@ def _best_prefix(
     best.sort()
     top = [b for b in best if b[:2] == best[0][:2]]
     names_at_best = {b[2] for b in top}
-    preferred = [b for b in top if b[2] in prefer]
+    # The number's own region is evidence enough to prefer its name to a closer one
+    # ('什县' is 郫县 with one misread, but 什邡县, the number's county, with one dropped).
+    preferred = [b for b in best if b[2] in prefer]
     if len({b[2] for b in preferred}) == 1:
         return preferred[0][2], preferred[0][3]
     if len(names_at_best) == 1 and len(top[0][2]) >= _MIN_LEN_TO_CORRECT:
@@ -132,10 +134,10 @@ def correct_address(
     for _ in range(3):
         # An exact name from elsewhere in the table (a county-level city written right
         # after its province, 山东省青州市) is what the card says: nothing to correct.
-        if not any(rest.startswith(n) for n in level) and _starts_with_known_name(rest):
-            break
+        # Unless the number's own region is one slip away ('临县' for 临沭县).
         hit = _best_prefix(rest, level, prefer, tie_breaker)
-        if hit is None:
+        if hit is None or (hit[0] not in prefer and not any(rest.startswith(n) for n in level)
+                           and _starts_with_known_name(rest)):
             break
         name, used = hit
         out, rest = out + name, rest[used:]

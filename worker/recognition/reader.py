@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from worker.recognition.ethnicity import ETHNIC_GROUPS, ETHNIC_LOOKALIKES
+from worker.recognition.imageio import stretch_contrast
 from worker.recognition.layout import (
     BACK_LABELS,
     BACK_TITLES,
@@ -17,7 +18,7 @@ from worker.recognition.layout import (
     FRONT_LABELS,
     mm,
 )
-from worker.recognition.ocr import OcrEngine, TextLine, crop_line, stretch_contrast
+from worker.recognition.ocr import OcrEngine, TextLine, crop_line
 from worker.recognition.rectify import rectify_card, rotate_180, to_photo
 
 # Lines smaller than this on the canonical card are guilloche or dust, not print.
@@ -144,8 +145,9 @@ def _read_ethnicity_as_choice(
 
 def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
     card, m = rectify_card(bgr, corners)
+    # The detector, like the recogniser, misses faint lines of a dim card.
     found = [
-        ln for ln in ocr.detect(card, max_side=DET_MAX_SIDE)
+        ln for ln in ocr.detect(stretch_contrast(card), max_side=DET_MAX_SIDE)
         if ln.height >= MIN_LINE_HEIGHT_PX and (ln.x1 - ln.x0) >= MIN_LINE_WIDTH_PX
     ]
     if _upside_down(ocr, card, found):

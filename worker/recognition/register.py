@@ -13,7 +13,12 @@ import cv2
 import numpy as np
 
 from worker.recognition.fields import CardFields
-from worker.recognition.layout import mm
+from worker.recognition.layout import (
+    FRONT_BIRTH_ROW_Y_MM,
+    FRONT_NAME_ROW_Y_MM,
+    FRONT_VALUE_X_MM,
+    mm,
+)
 from worker.recognition.ocr import TextLine
 from worker.recognition.rectify import CANONICAL, to_photo
 
@@ -21,8 +26,8 @@ from worker.recognition.rectify import CANONICAL, to_photo
 # middle belongs or None), in mm on the upright card.
 FRONT_LANDMARKS = {
     "number": ((29.5, 46.5), (77.5, 46.5)),
-    "name": ((16.5, 10.5), None),
-    "birth": ((16.5, 23.5), None),
+    "name": ((FRONT_VALUE_X_MM, FRONT_NAME_ROW_Y_MM), None),
+    "birth": ((FRONT_VALUE_X_MM, FRONT_BIRTH_ROW_Y_MM), None),
 }
 BACK_LANDMARKS = {
     "valid_from": ((31.0, 47.0), None),
