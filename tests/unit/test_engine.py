@@ -389,6 +389,14 @@ def test_explicit_side(recognized, side):
     }
 
 
+@pytest.mark.parametrize(("sent", "asked"), [("front", "back"), ("back", "front")])
+def test_the_other_side_is_read_and_the_mismatch_reported(recognized, sent, asked):
+    case, res = recognized(2, "clean", sent, side=asked)
+    mismatch = res.pop("side_mismatch")
+    assert mismatch == {"requested": asked, "found": sent}
+    assert res == case.expected
+
+
 def test_double_side_with_both_cards_in_one_photo(recognized):
     case, res = recognized(2, "mild", "double_side", side="double_side")
     assert res == {"front": case.expected["front"], "back": case.expected["back"]}

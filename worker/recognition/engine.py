@@ -353,4 +353,9 @@ def build_result(rec: Recognition, options: RecognitionOptions, today: dt.date) 
     side_name = "front" if rec.front is not None else "back"
     if options.side in ("front", "back") and getattr(rec, options.side) is not None:
         side_name = options.side
-    return _side_result(rec, side_name, options, today, double=False)
+    res = _side_result(rec, side_name, options, today, double=False)
+    if options.side in ("front", "back") and side_name != options.side:
+        # Read anyway (a caller who swapped the two uploads still gets the fields), and
+        # said, so the caller can tell the customer to send the other side.
+        res["side_mismatch"] = {"requested": options.side, "found": side_name}
+    return res
