@@ -117,7 +117,7 @@ def run_parallel(n: int, work: Callable[[], Any]) -> list[Any]:
 
 
 def test_migrations_match_the_models(settings: Settings, database_url: str) -> None:
-    assert current_revision(database_url) == head_revision() == "0002"
+    assert current_revision(database_url) == head_revision() == "0003"
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -718,3 +718,20 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (defaults.webhook_max_attempts, defaults.webhook_backoff_base_seconds,
             defaults.webhook_timeout_seconds) == (8, 2, 5)
     assert defaults.url_max_bytes == 10 * 1024 * 1024 and defaults.url_allow_hosts == []
+
+
+def test_large_ciphertext_is_stored_uncompressed_and_binary(postgresql_url: str) -> None:
+    # Migration 0003: no pglz attempt on ciphertext; and the stored value is the binary
+    # Fernet token, a quarter smaller than its base64 text.
+    from sqlalchemy import text
+
+    engine = create_db_engine(postgresql_url)
+    try:
+        with engine.connect() as conn:
+            storage = dict(conn.execute(text(
+                "SELECT c.relname || '.' || a.attname, a.attstorage FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid WHERE a.attname IN "
+                "('data_enc', 'result_enc') AND c.relname IN ('job_inputs', 'jobs')")).all())
+    finally:
+        engine.dispose()
+    assert storage == {"job_inputs.data_enc": "e", "jobs.result_enc": "e"}

@@ -183,7 +183,7 @@ def test_migration_0002_upgrades_a_0001_database_with_data_and_downgrades(
                 expires_at=now + timedelta(days=7)))
 
         upgrade(url)
-        assert current_revision(url) == head_revision() == "0002"
+        assert current_revision(url) == head_revision()
         with session_scope() as s:
             assert project_by_access_key(s, ak)[1] == sk
             assert project_by_token(s, token).id == pid
