@@ -91,6 +91,27 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 0 if ok_all else 1
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from idcard.bulk import run_batch
+
+    try:
+        options = options_from_args(args)
+    except SystemExit as exc:  # an unknown --detect alert: a usage error
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    return run_batch(args, options)
+
+
+def _add_batch_command(sub: argparse._SubParsersAction) -> None:
+    from idcard.bulk import add_batch_arguments
+
+    p = sub.add_parser("batch", help="recognise a folder or a manifest of images, locally "
+                       "or on a server; resumable")
+    add_batch_arguments(p)
+    add_request_options(p)
+    p.set_defaults(func=cmd_batch)
+
+
 def _service_error(exc: Exception) -> int:
     # Configuration and connection problems: one clear line, no stack trace.
     sys.stderr.write(f"idcard-ocr: {exc}\n")
@@ -409,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON line per image even for a single image")
     add_request_options(p)
     p.set_defaults(func=cmd_recognize)
+    _add_batch_command(sub)
     _add_service_commands(sub)
     return parser
 
