@@ -67,6 +67,9 @@ def test_parse_birth_rejects(text: str) -> None:
         ("2015.06.01-長期", ("2015-06-01", LONG_TERM)),
         ("有效期限2015.06.01-长期", ("2015-06-01", LONG_TERM)),
         ("2008.02.29-2028.02.29", ("2008-02-29", "2028-02-29")),
+        # the start's century cut off: 5, 10 or 20 years to the same day fix it
+        ("25.11.28-2045.11.28", ("2025-11-28", "2045-11-28")),
+        ("15.06.01-2025.06.01", ("2015-06-01", "2025-06-01")),
     ],
 )
 def test_parse_validity(text: str, expected: tuple[str, str]) -> None:
@@ -90,6 +93,8 @@ def test_parse_validity(text: str, expected: tuple[str, str]) -> None:
         "2015.06.01-2035.06.011",
         "2015.02.30-2035.02.30",  # not a real date
         "2015.06.01-2035.13.01",
+        "20.06.01-2035.06.01",  # no legal period ends there
+        "25.11.27-2045.11.28",  # not the same day
     ],
 )
 def test_parse_validity_rejects(text: str) -> None:

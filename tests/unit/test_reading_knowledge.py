@@ -89,6 +89,8 @@ def test_address_tie_is_broken_by_the_number_region() -> None:
         ("衡阳币公安局雁峰分局", "衡阳币公安局雁峰分局"),
         ("某某公安局", "某某公安局"),  # unknown place: unchanged
         ("不是机关", "不是机关"),
+        # a stray character after the authority's name
+        ("霞浦县公安局券", "霞浦县公安局"),
     ],
 )
 def test_correct_issue(read: str, expected: str) -> None:
@@ -209,3 +211,18 @@ def test_a_birth_date_unlike_the_number_is_settled_by_the_image(
              _line("1996年5月24日", 16.5, 23.5, 45), _line(NUMBER, 29.5, 46.5, 77.5)]
     assert parse_front(lines, choose).values["birth"] == expected
     assert asked == [["1996年5月24日", "1995年5月24日"]]
+
+
+@pytest.mark.parametrize(("whole", "clipped", "kept"), [
+    ("有效明限2025.03.31-2030.03.31", "2025.03.31-2030.03.31", True),  # the label went
+    ("有效期限2025.03.31-2030.03.31", "025.03.31-2030.03.31", False),  # a digit went too
+    ("签发机大桐乡县公安局", "桐乡县公安局", True),
+    ("签发机大桐乡县公安局", "局", False),  # far more than a label went
+    ("签发机大桐乡县公安局", "", False),
+])
+def test_a_line_cut_at_the_label_column_must_keep_its_value(
+    whole: str, clipped: str, kept: bool
+) -> None:
+    from worker.recognition.reader import _clip_kept_the_value
+
+    assert _clip_kept_the_value(whole, clipped) is kept

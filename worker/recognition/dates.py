@@ -16,6 +16,8 @@ from datetime import date
 __all__ = ["LONG_TERM", "parse_birth", "parse_validity"]
 
 LONG_TERM = "长期"
+# Periods a resident ID card can have besides 长期 (居民身份证法 第五条), in years.
+VALIDITY_YEARS = (5, 10, 20)
 
 # Years outside this range are OCR garbage, not a date on a living person's card.
 _MIN_YEAR = 1880
@@ -112,6 +114,15 @@ def parse_validity(text: str) -> tuple[str, str] | None:
         if start is None or end is None:
             return None
         return (start.isoformat(), end.isoformat())
+    if len(digits) == 14:
+        # The start's century cut off ('25.11.28-2045.11.28', the line clipped at the
+        # label): a period runs 5, 10 or 20 years to the same day, which fixes it.
+        end = _eight_digit_date(digits[6:])
+        if end is None or digits[2:6] != digits[10:14]:
+            return None
+        years = [end.year - n for n in VALIDITY_YEARS if (end.year - n) % 100 == int(digits[:2])]
+        start = _make_date(years[0], end.month, end.day) if len(years) == 1 else None
+        return (start.isoformat(), end.isoformat()) if start else None
     if len(digits) == 8:
         start = _eight_digit_date(digits)
         if start is None:

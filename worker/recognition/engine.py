@@ -38,7 +38,7 @@ from worker.recognition.layout import (
 )
 from worker.recognition.locate import locate_cards, order_corners
 from worker.recognition.ocr import OcrEngine, TextLine, crop_line, get_ocr
-from worker.recognition.reader import CardRead, read_card
+from worker.recognition.reader import CardRead, read_card, side_evidence
 from worker.recognition.rectify import to_photo
 from worker.recognition.register import landmark_error, refined_corners
 
@@ -179,7 +179,7 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
             continue
         if want_two and any(x.read.side == r.read.side for x in reads):
             continue
-        if not _aligned(r):
+        if not _aligned(r) or _spans_two_sides(r):
             doubtful.append(r)
             continue
         reads.append(r)
@@ -213,6 +213,13 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
                    for x in reads):
             reads.append(r)
     return reads
+
+
+def _spans_two_sides(r: ReadSide) -> bool:
+    """An outline around two cards (both sides laid side by side): its text has the
+    front's labels and the back's titles."""
+    front, back = side_evidence(r.read.lines)
+    return front >= 1 and back >= 1
 
 
 def _registration_error(r: ReadSide) -> float:

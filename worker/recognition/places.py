@@ -171,6 +171,8 @@ _ISSUE_RE = re.compile(r"^(?P<place>.+?)公安局(?:(?P<branch>.+?)分局)?$")
 
 def correct_issue(text: str, tie_breaker: TieBreaker | None = None) -> str:
     """'衡阳市公安局雁峰分局', 'XX县公安局': the bureau's place and its branch."""
+    # Every authority ends in 局: a character or two after it came from the background.
+    text = re.sub(r"(?<=局)[^局]{1,2}$", "", text)
     m = _ISSUE_RE.match(text)
     if not m:
         return text

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from worker.recognition import idnumber
 from worker.recognition.ethnicity import ETHNIC_GROUPS, ETHNIC_LOOKALIKES
 from worker.recognition.imageio import stretch_contrast
 from worker.recognition.layout import (
@@ -16,6 +17,7 @@ from worker.recognition.layout import (
     CARD_H_PX,
     CARD_W_PX,
     FRONT_LABELS,
+    is_back_title,
     mm,
 )
 from worker.recognition.ocr import OcrEngine, TextLine, crop_line
@@ -64,8 +66,7 @@ def side_evidence(lines: list[TextLine]) -> tuple[float, float]:
     text = "".join(ln.text for ln in lines)
     front = sum(1.0 for lab in FRONT_LABELS if lab in text)
     back = sum(1.0 for lab in BACK_LABELS + BACK_TITLES if lab in text)
-    digits = max((sum(ch.isdigit() for ch in ln.text) for ln in lines), default=0)
-    if digits >= 15:
+    if any(_looks_like_id_number(ln.text) for ln in lines):
         front += 2.0
     if "长期" in text or text.count(".") >= 4:
         back += 1.0
@@ -104,6 +105,32 @@ def _value_cut(side: str | None, text: str) -> float | None:
     return None
 
 
+def _looks_like_id_number(text: str) -> bool:
+    """15 to 18 digits (a read may drop some) with a birth date where the number has
+    it; a bank card's 16 or 19 digits have none there."""
+    digits = re.sub(r"[^0-9X]", "", text.upper())
+    if not 15 <= len(digits) <= 18:
+        return False
+    born = idnumber.birth_date(digits[:14] + "0000")
+    return born is not None and 1900 <= born.year <= 2100
+
+
+# Where the ethnicity's value begins, after its label 民族 (mm).
+_ETHNICITY_VALUE_X_MM = 37.0
+_LONGEST_LABEL = max(len(lab) for lab in FRONT_LABELS + BACK_LABELS)
+
+
+def _clip_kept_the_value(whole: str, clipped: str) -> bool:
+    """Whether cutting a line at the label column lost only the label: labels have no
+    digits and at most six characters (an outline off by a millimetre or two cuts into
+    the value instead: '025.03.31-…' for '2025.03.31-…')."""
+    def digits(t: str) -> int:
+        return sum(ch.isdigit() for ch in t)
+
+    return bool(clipped) and digits(clipped) >= digits(whole) and (
+        len(clipped) >= len(whole) - _LONGEST_LABEL)
+
+
 class _Cropper:
     """Crops lines from the photo itself, through the card's homography.
 
@@ -133,7 +160,9 @@ def _read_ethnicity_as_choice(
     for ln in lines:
         in_zone = mm(27) <= ln.x0 and ln.x1 <= mm(56) and mm(12) <= ln.cy <= mm(22)
         value = ln.text.replace("民族", "", 1) if "民族" in ln.text else ln.text
-        if (in_zone or "民族" in ln.text) and value and not any(ch in value for ch in "男女"):
+        # A box reaching past the label holds a value even when none was read (畲).
+        has_value = bool(value) or ln.x1 > mm(_ETHNICITY_VALUE_X_MM + 2)
+        if (in_zone or "民族" in ln.text) and has_value and not any(ch in value for ch in "男女"):
             with_label = "民族" in ln.text
             names = [("民族" + g if with_label else g) for g in ETHNIC_GROUPS]
             best, _margin = ocr.best_of(crop(ln.quad), names, ETHNIC_LOOKALIKES)
@@ -172,14 +201,14 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
     redo = []
     for i, ln in enumerate(lines):
         cut = _value_cut(side, ln.text)
-        if cut is None or _LABEL_PREFIX.match(ln.text):
+        if cut is None or _LABEL_PREFIX.match(ln.text) or is_back_title(ln.text):
             continue
         if ln.x0 < cut - mm(1.0) and ln.x1 > cut + mm(2.0):
             redo.append((i, _clip_left(ln.quad, cut)))
     if redo:
         again = ocr.recognize([crop(q) for _, q in redo])
         for (i, q), (t, s) in zip(redo, again, strict=True):
-            if _normalise(t):
+            if _clip_kept_the_value(lines[i].text, _normalise(t)):
                 lines[i] = TextLine(q, _normalise(t), s, label_merged=True)
     # A line read cleanly as "label + value" keeps its text; its box shrinks to the value
     # so that text_location and the landmarks point at the value, not the label.

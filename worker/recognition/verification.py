@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 
 from worker.recognition import idnumber
+from worker.recognition.dates import LONG_TERM, VALIDITY_YEARS
 
 __all__ = [
     "BACK_KEYS",
@@ -46,10 +47,8 @@ __all__ = [
 
 FRONT_KEYS = ("valid_number", "valid_birth", "valid_sex")
 BACK_KEYS = ("valid_date", "valid_validity_period")
-LONG_TERM = "长期"
-
-# Periods a resident ID card can have (居民身份证法 第五条), in years; None is 长期.
-_LEGAL_PERIODS: tuple[int | None, ...] = (5, 10, 20, None)
+# Periods a resident ID card can have, in years; None is 长期.
+_LEGAL_PERIODS: tuple[int | None, ...] = (*VALIDITY_YEARS, None)
 
 # China has one time zone and no DST since 1991: a fixed UTC+8 needs no tz database.
 _CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
