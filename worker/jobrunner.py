@@ -371,7 +371,9 @@ def reconcile(
     webhooks: list[tuple[str, str]] = []
 
     with session_scope() as session:
-        stuck = jobs.stuck_jobs(session, now, deadline, limit=limit)
+        # Jobs whose message is still in the broker are skipped below: look past them,
+        # or a backlog older than a lost job would hide it until the backlog drains.
+        stuck = jobs.stuck_jobs(session, now, deadline, limit=limit + len(present))
         last = _last_enqueued(session, [j.id for j in stuck])
         for job in stuck:
             queue = jobs.queue_for(job.priority)

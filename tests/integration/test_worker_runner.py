@@ -391,6 +391,16 @@ def test_reconciler_requeues_lost_jobs_once(project, engine) -> None:
     assert again.jobs == []
 
 
+def test_a_backlog_still_in_the_broker_does_not_hide_a_lost_job(project) -> None:
+    # Three older jobs wait in the broker; with limit=2 the lost one is still found.
+    waiting = {_job(project, created_ago=2 * HOUR) for _ in range(3)}
+    lost = _job(project, created_ago=HOUR)
+    sent = Sent()
+    report = reconcile(sent.job, in_broker=waiting, limit=2)
+    assert sent.jobs == [(lost, "interactive")]
+    assert (report.requeued, report.skipped) == (1, 3)
+
+
 def test_reconciler_can_leave_long_queues_alone(project) -> None:
     _job(project, created_ago=HOUR, priority="bulk")
     sent = Sent()
