@@ -67,6 +67,9 @@ class ErrorCode(str, Enum):
     JOB_NOT_CANCELLABLE = (
         "IDC.0410", 409, "The job cannot be cancelled in its state (it has already started).",
     )
+    JOB_CANCELLED = (
+        "IDC.0411", 409, "CLI batch only: the item's job was cancelled on the server.",
+    )
     NOT_READY = (
         "IDC.0503", 503, "Service not ready: the database or the broker is unavailable.",
     )

@@ -68,7 +68,7 @@ def response_of(view: dict[str, Any]) -> dict[str, Any]:
         return ServiceError(ErrorCode.JOB_NOT_FOUND, "the job's result is no longer "
                             "kept (IDCARD_RESULT_RETENTION_HOURS)").to_body()
     if status == "cancelled":
-        return ServiceError(ErrorCode.JOB_NOT_CANCELLABLE,
+        return ServiceError(ErrorCode.JOB_CANCELLED,
                             "the job was cancelled on the server").to_body()
     return {"error_code": view.get("error_code") or ErrorCode.RECOGNITION_FAILED.value,
             "error_msg": view.get("error_msg") or "recognition failed"}
