@@ -170,20 +170,22 @@ def create_job(
         # Backstop for a job that never ends; reset from finished_at when it does.
         expires_at=now + _retention(),
     )
-    try:
-        # A savepoint, so that losing an idempotency race leaves the caller's
-        # transaction usable.
-        with session.begin_nested():
-            session.add(job)
-            if image is not None:
-                session.add(JobInput(job_id=job.id, data_enc=crypto.encrypt(image)))
-    except IntegrityError:
-        if idempotency_key is None:
-            raise
-        existing = _by_idempotency_key(session, project_id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, hashes)
+    rows: list[Job | JobInput] = [job]
+    if image is not None:
+        rows.append(JobInput(job_id=job.id, data_enc=crypto.encrypt(image)))
+    if idempotency_key is None:
+        session.add_all(rows)  # nothing to race on: no savepoint round trips
+    else:
+        try:
+            # A savepoint, so that losing an idempotency race leaves the caller's
+            # transaction usable.
+            with session.begin_nested():
+                session.add_all(rows)
+        except IntegrityError:
+            existing = _by_idempotency_key(session, project_id, idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, hashes)
     record_event(session, job.id, project_id, EventType.CREATED, actor, at=now,
                  input_kind=kind.value, priority=priority.value, batch_id=batch_id)
     session.flush()
