@@ -502,10 +502,10 @@ def _worker_shim(argv: list[str]) -> int:
     if path:
         current: dict[str, str | None] = {"job": None}
 
-        def process(job_id: str, options: Any) -> Any:
+        def process(job_id: str, *args: Any) -> Any:
             current["job"] = job_id
             try:
-                return real_process(job_id, options)
+                return real_process(job_id, *args)
             finally:
                 current["job"] = None
 

@@ -196,6 +196,16 @@ class _Start:
     status: str | None
     options: dict[str, Any] | None = None
     webhook_event_id: str | None = None
+    # The input, read in the same transaction: the image bytes or the URL to download.
+    source: bytes | str | None = None
+    input_error: ServiceError | None = None
+
+
+def _started(session: Session, job_id: str, status: str, options: dict[str, Any]) -> _Start:
+    try:
+        return _Start(True, status, options, source=jobs.load_input(session, job_id))
+    except ServiceError as exc:  # the input is gone: the job fails with that code
+        return _Start(True, status, options, input_error=exc)
 
 
 def _begin(job_id: str, actor: str, restart: bool) -> _Start:
@@ -204,7 +214,7 @@ def _begin(job_id: str, actor: str, restart: bool) -> _Start:
         if jobs.start_job(session, job_id, actor):
             job = session.get(Job, job_id, options=jobs.LIGHT)
             assert job is not None
-            return _Start(True, job.status, job.options)
+            return _started(session, job_id, job.status, job.options)
         job = session.get(Job, job_id, options=jobs.LIGHT, populate_existing=True)
         if job is None:
             return _Start(False, None)
@@ -220,7 +230,7 @@ def _begin(job_id: str, actor: str, restart: bool) -> _Start:
                               webhook_event_id=_pending_webhook(session, job,
                                                                 unattempted_only=True))
             if jobs.start_job(session, job_id, actor, retry=True):
-                return _Start(True, JobStatus.RUNNING.value, job.options)
+                return _started(session, job_id, JobStatus.RUNNING.value, job.options)
         # Cancelled, finished, or running on a live worker: nothing to do. A finished job
         # whose webhook was never sent (its worker died right after finishing) still
         # gets it.
@@ -234,10 +244,8 @@ def _stale(job: Job) -> bool:
     return job.started_at is not None and job.started_at < utcnow() - deadline
 
 
-def _process(job_id: str, options: RecognitionOptions) -> dict[str, Any]:
-    """The response body: load the input (downloading a URL), then recognise."""
-    with session_scope() as session:
-        source = jobs.load_input(session, job_id)
+def _process(job_id: str, source: bytes | str, options: RecognitionOptions) -> dict[str, Any]:
+    """The response body: download a URL input, then recognise."""
     image = source if isinstance(source, bytes) else fetch_url(source)
     del source  # the URL, as early as possible
     return _recognize(image, options)
@@ -278,8 +286,11 @@ def run_job(
     body: dict[str, Any] | None = None
     error: ServiceError | None = None
     try:
+        if begin.input_error is not None:
+            raise begin.input_error
+        assert begin.source is not None
         options = RecognitionOptions.from_dict(begin.options or {})
-        body = _process(job_id, options)
+        body = _process(job_id, begin.source, options)
     except ServiceError as exc:
         error = exc
     except DB_UNAVAILABLE:

@@ -195,6 +195,15 @@ def test_service_error_fails_the_job_with_its_code(project, notes, monkeypatch) 
     assert _names(job_id)[-2:] == ["failed", "input_deleted"]
 
 
+def test_a_job_whose_input_is_gone_fails_with_idc_0404(project, notes) -> None:
+    job_id = _job(project)
+    with session_scope() as s:
+        s.delete(s.get(JobInput, job_id))
+    run = run_job(job_id, WORKER, notifier=_notifier(notes))
+    job = _get(job_id)
+    assert (run.status, job.error_code, job.attempts) == ("failed", "IDC.0404", 1)
+
+
 def test_unexpected_error_is_ais_0105_and_logged_without_personal_data(
     project, notes, monkeypatch, caplog,
 ) -> None:
