@@ -226,3 +226,21 @@ def test_a_line_cut_at_the_label_column_must_keep_its_value(
     from worker.recognition.reader import _clip_kept_the_value
 
     assert _clip_kept_the_value(whole, clipped) is kept
+
+
+def test_a_label_box_inside_the_value_box_adds_nothing_to_the_name() -> None:
+    # The detector found '姓名' cut to a sliver read as 联, inside the name's own box.
+    lines = [_line("姓名联", 15.0, 10.5, 16.4), _line("耿远恒", 14.7, 10.5, 27),
+             _line("男", 16.5, 17, 20), _line("2018年10月16日", 16.5, 23.5, 45),
+             _line("141023201810165577", 29.5, 46.5, 77.5)]
+    assert parse_front(lines).values["name"] == "耿远恒"
+
+
+def test_a_card_number_in_the_background_is_not_the_birth_row() -> None:
+    lines = [_line("MEMBERCARD1179", 40, 4, 54), _line("康禹秋", 16.5, 10.5, 27),
+             _line("女", 16.5, 17, 20), _line("出生1966", 15, 23.5, 26),
+             _line("年2月4日", 28, 23.5, 46), _line("广东省梅县地区丰顺县环", 16.5, 30.5, 50),
+             _line("442423196602049520", 29.5, 46.5, 77.5)]
+    values = parse_front(lines).values
+    assert values["birth"] == "1966-02-04"
+    assert values["address"] == "广东省梅县地区丰顺县环"

@@ -90,8 +90,10 @@ def _drop_label_overlaps(row: list[TextLine]) -> list[TextLine]:
     out = []
     for a in row:
         rest = strip_label(a.text)
+        # The value line starts inside or right after the label line (or even before
+        # it: a label box cut to its value can sit inside the value's box).
         clash = (_LABEL_RE.match(a.text) is not None and len(rest) <= 2) and any(
-            b is not a and a.x0 < b.x0 < a.x1 + 0.2 * a.height for b in row
+            b is not a and b.x0 < a.x1 + 0.2 * a.height and b.x1 > a.x1 for b in row
         )
         if not clash:
             out.append(a)
@@ -190,7 +192,12 @@ def parse_front(
 
     sex_i = row_with(lambda r: re.search("[男女]", strip_label(_row_text(r))) is not None
                      or "民族" in _row_text(r) or "性别" in _row_text(r))
-    birth_i = row_with(lambda r: re.search(r"\d{3,4}.*[年月日]|\d{4}", _row_text(r)) is not None)
+    # The birth row: one that reads as a date, else one that looks like it (a digit
+    # run of 4 alone is a card number's tail as often as a year).
+    birth_i = row_with(lambda r: dates.parse_birth(strip_label(_row_text(r))) is not None)
+    if birth_i is None:
+        birth_i = row_with(lambda r: re.search(r"\d{3,4}.*[年月日]|(?:19|20)\d{2}",
+                                               _row_text(r)) is not None)
     name_i: int | None = None
     above_birth = sex_i is None and birth_i is not None and birth_i >= 1
     if above_birth:
