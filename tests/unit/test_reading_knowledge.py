@@ -244,3 +244,21 @@ def test_a_card_number_in_the_background_is_not_the_birth_row() -> None:
     values = parse_front(lines).values
     assert values["birth"] == "1966-02-04"
     assert values["address"] == "广东省梅县地区丰顺县环"
+
+
+def test_a_character_the_recogniser_lacks_stands_for_what_it_saw() -> None:
+    # 埇 (of 宿州市埇桥区) is not in the recogniser's dictionary: a table name holding
+    # it can still win, its unknown character scored as whatever was seen there.
+    from types import SimpleNamespace
+
+    from worker.recognition.ocr import OcrEngine
+
+    alphabet = {"埔": 1, "桥": 2, "涧": 3}
+    probs = np.array([[0.1, 0.8, 0.0, 0.1], [0.9, 0.05, 0.05, 0.0],
+                      [0.1, 0.0, 0.9, 0.0]])  # frames: 埔, blank, 桥
+    fake = SimpleNamespace(frame_probs=lambda crop: probs,
+                           _rec=SimpleNamespace(postprocess_op=SimpleNamespace(dict=alphabet)))
+    best, _ = OcrEngine.best_of(fake, None, ["埔桥", "埇桥"], priors=[0.0, 4.0])
+    assert best == "埇桥"
+    best, _ = OcrEngine.best_of(fake, None, ["涧桥", "埔桥"])  # known characters as before
+    assert best == "埔桥"

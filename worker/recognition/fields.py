@@ -135,7 +135,10 @@ def _tie_breaker(lines: list[TextLine], choose: LineChooser | None) -> places.Ti
         for ln in lines:
             if read in ln.text:
                 options = [ln.text.replace(read, name, 1) for name in names]
-                best = choose(ln, options)
+                # The reading itself is a candidate too (a name the table lacks), but a
+                # table name is the likelier thing for a card to print.
+                priors = [0.0 if name == read else TABLE_NAME_PRIOR for name in names]
+                best = choose(ln, options, priors)
                 return names[options.index(best)] if best in options else None
         return None
 
@@ -250,6 +253,9 @@ def parse_front(
     return out
 
 
+# Log-odds for a place name from the region table over the same span as read, when the
+# reading is not in the table.
+TABLE_NAME_PRIOR = 4.0
 # Log-odds for the number's birth date over a different one read on the birth line.
 BIRTH_NUMBER_PRIOR = 4.0
 
