@@ -23,6 +23,10 @@ b) idle overhead: one idle worker process (``--concurrency 1``); jobs one at a t
    under 30 ms.
 c) scaling: the same M bulk jobs with 1 and with 2 worker processes (``-c 1`` each,
    IDCARD_OCR_THREADS=1): jobs/s from the first submit to the last finished job.
+d) isolation: one interactive and one bulk worker process (``-c 1``, 1 OCR thread
+   each, as docker-compose.yml separates them); the sync route's end-to-end latency with
+   the bulk worker idle, then while a bulk backlog keeps it busy. Goal (issue 6): p50
+   under load within 20 % of idle.
 
 Progress goes to stderr, one JSON summary to stdout (``--out`` also writes it to a
 file). See ``bench/README.md``.
@@ -69,6 +73,8 @@ PG_DEFAULTS = ("postgresql://postgres@127.0.0.1:5432/test",
 QUEUE_KEYS_PRIORITY_STEPS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 TERMINAL = ("succeeded", "failed", "cancelled")
 OVERHEAD_GOAL_MS = 30.0
+# Issue 6: interactive latency under a saturating bulk run, at most this times idle.
+ISOLATION_GOAL_RATIO = 1.2
 BENCH_RATE_LIMIT = 100_000_000  # requests per minute of the bench's project
 
 
@@ -80,12 +86,13 @@ class Plan:
     submit_warmup: int
     idle_samples: int  # b) async and sync samples each
     scale_jobs: int  # c) M
+    isolation_samples: int  # d) sync samples idle and again under bulk load (0: skip)
 
 
 QUICK = Plan(submit_concurrency=(16,), submit_count=400, submit_seconds=15,
-             submit_warmup=20, idle_samples=8, scale_jobs=16)
+             submit_warmup=20, idle_samples=8, scale_jobs=16, isolation_samples=8)
 FULL = Plan(submit_concurrency=(16, 4), submit_count=3000, submit_seconds=30,
-            submit_warmup=50, idle_samples=30, scale_jobs=80)
+            submit_warmup=50, idle_samples=30, scale_jobs=80, isolation_samples=20)
 
 _T0 = time.monotonic()
 
@@ -956,6 +963,66 @@ def phase_idle(svc: Service, images: list[Image], samples: int, engine_log: Engi
     return out
 
 
+def _sync_latencies(svc: Service, http: Any, bodies: list[bytes], samples: int,
+                    gap: float) -> list[float]:
+    out = []
+    for i in range(samples):
+        time.sleep(gap)
+        p0 = time.perf_counter()
+        r = http.post(svc.sync_url, content=bodies[i % len(bodies)])
+        if r.status_code != 200:
+            raise RuntimeError(f"sync answered {r.status_code}: {r.text[:300]}")
+        out.append((time.perf_counter() - p0) * 1000)
+    return out
+
+
+def phase_isolation(svc: Service, images: list[Image], samples: int, gap: float,
+                    engine: Any, meter: CpuMeter) -> dict[str, Any]:
+    """Sync (interactive) latency with the bulk worker idle, then while a bulk backlog
+    keeps it busy the whole time; the interactive worker is the same in both."""
+    import httpx
+    from sqlalchemy import text
+
+    sync_bodies = [body_bytes(img) for img in images]
+    bulk_bodies = [body_bytes(img, priority="bulk") for img in images]
+    with httpx.Client(base_url=svc.base, headers=svc.headers, timeout=120) as http:
+        _sync_latencies(svc, http, sync_bodies, 2, gap)  # warm-up
+        idle = _sync_latencies(svc, http, sync_bodies, samples, gap)
+        # A backlog larger than the bulk worker can finish while the samples run.
+        backlog = samples * 3 + 10
+        for i in range(backlog):
+            r = http.post(svc.jobs_url, content=bulk_bodies[i % len(bulk_bodies)])
+            if r.status_code != 202:
+                raise RuntimeError(f"bulk submit answered {r.status_code}")
+
+        def bulk_waiting() -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(text(
+                    "SELECT count(*) FROM jobs WHERE priority = 'bulk' "
+                    "AND status IN ('queued', 'running')")).scalar_one())
+
+        time.sleep(2.0)  # the bulk worker is busy from here on
+        meter.start()
+        loaded = _sync_latencies(svc, http, sync_bodies, samples, gap)
+        usage = meter.stop()
+        left = bulk_waiting()
+    idle_p50 = stats_ms(idle, (50, 90))
+    loaded_p50 = stats_ms(loaded, (50, 90))
+    ratio = (loaded_p50["p50"] / idle_p50["p50"]) if idle_p50.get("p50") else None
+    say(f"d) interactive e2e p50 idle {idle_p50.get('p50')} ms, under bulk load "
+        f"{loaded_p50.get('p50')} ms (x{ratio and round(ratio, 3)}); "
+        f"bulk jobs still waiting at the end: {left}")
+    return {
+        "samples": samples,
+        "interactive_e2e_ms_idle": idle_p50,
+        "interactive_e2e_ms_under_bulk": loaded_p50,
+        "ratio_p50": round(ratio, 3) if ratio else None,
+        "bulk_backlog_submitted": backlog,
+        "bulk_jobs_still_waiting_after": left,
+        "resources_under_bulk": usage,
+    }
+
+
 def phase_scale(svc: Service, images: list[Image], jobs: int, workers: list[Proc],
                 engine: Any, engine_log: EngineLog, meter: CpuMeter) -> dict[str, Any]:
     import httpx
@@ -1074,6 +1141,8 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         submit_warmup=plan.submit_warmup,
         idle_samples=args.idle_samples or plan.idle_samples,
         scale_jobs=args.scale_jobs or plan.scale_jobs,
+        isolation_samples=(plan.isolation_samples if args.isolation_samples is None
+                           else args.isolation_samples),
     )
     started_at = datetime.now(timezone.utc)
     load_start = os.getloadavg()
@@ -1178,6 +1247,17 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     scaling["scaling_ratio_2_over_1"] = round(j2 / j1, 3) if j1 and j2 else None
     summary["scaling"] = scaling
 
+    # d) interactive latency while bulk work saturates its own worker.
+    if plan.isolation_samples:
+        say("d) isolation: 1 interactive + 1 bulk worker (-c 1, 1 OCR thread each)")
+        iso = (start_workers(children, env, logs, count=1, queues="interactive",
+                             tag="iso-interactive", threads="1", hook=hook)
+               + start_workers(children, env, logs, count=1, queues="bulk",
+                               tag="iso-bulk", threads="1", hook=hook))
+        summary["isolation"] = phase_isolation(svc, images, plan.isolation_samples,
+                                               args.gap, engine, meter)
+        children.stop(iso)
+
     idle = summary["idle_overhead"]
     q50 = idle["async"]["submit_to_started_ms"].get("p50")
     s50 = idle["sync"]["overhead_ms"].get("p50")
@@ -1185,6 +1265,10 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         "queue_overhead_p50_lt_30ms": q50 is not None and q50 < OVERHEAD_GOAL_MS,
         "sync_overhead_p50_lt_30ms": s50 is not None and s50 < OVERHEAD_GOAL_MS,
     }
+    if "isolation" in summary:
+        r = summary["isolation"]["ratio_p50"]
+        summary["goals"]["interactive_p50_under_bulk_within_20pct"] = (
+            r is not None and r <= ISOLATION_GOAL_RATIO)
     summary["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     summary["machine"]["wall_seconds"] = round(time.monotonic() - _T0, 1)
     if args.keep_logs:
@@ -1213,6 +1297,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="b) async and sync samples, N of each (default by plan)")
     p.add_argument("--scale-jobs", type=int, metavar="M",
                    help="c) bulk jobs per worker count (default by plan)")
+    p.add_argument("--isolation-samples", type=int, metavar="N",
+                   help="d) sync samples idle and under bulk load (default by plan; "
+                        "0 skips the phase)")
     p.add_argument("--gap", type=float, default=0.3, metavar="S",
                    help="b) idle pause before each sample (default 0.3 s)")
     p.add_argument("--idle-threads", default=None, metavar="N",
