@@ -137,15 +137,15 @@ class OcrEngine:
             if ids:
                 virtual[ch] = probs.shape[1] + len(virtual)
                 columns.append(probs[:, ids].sum(axis=1, keepdims=True))
-        # A character the recogniser cannot output at all and that has no look-alike
-        # listed (埇 of 埇桥区) may be whatever the recogniser saw there: its column is
-        # the best non-blank probability of each frame.
-        wildcard = probs.shape[1] + len(virtual)
-        columns.append(probs[:, 1:].max(axis=1, keepdims=True))
         logp = np.log(np.clip(np.concatenate(columns, axis=1), 1e-12, 1.0))
         prior_of = dict(zip(candidates, priors or [0.0] * len(candidates), strict=True))
-        kept = [cand for cand in candidates if cand]
-        labels = [[virtual.get(ch, index.get(ch, wildcard)) for ch in cand] for cand in kept]
+        # A character the recogniser cannot output at all, with no look-alike given,
+        # leaves its candidate unscorable (a wildcard for it made such names win ties
+        # they had no evidence for: 酃县 for 蠡县).
+        kept = [cand for cand in candidates if cand and all(
+            ch in virtual or ch in index for ch in cand)]
+        labels = [[virtual.get(ch, index[ch]) if ch in virtual or ch in index else 0
+                   for ch in cand] for cand in kept]
         if not labels:
             return "", 0.0
         ll = ctc_log_likelihoods(logp, labels) + np.array([prior_of[c] for c in kept])
