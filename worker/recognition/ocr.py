@@ -144,8 +144,8 @@ class OcrEngine:
         # they had no evidence for: 酃县 for 蠡县).
         kept = [cand for cand in candidates if cand and all(
             ch in virtual or ch in index for ch in cand)]
-        labels = [[virtual.get(ch, index[ch]) if ch in virtual or ch in index else 0
-                   for ch in cand] for cand in kept]
+        labels = [[virtual[ch] if ch in virtual else index[ch] for ch in cand]
+                  for cand in kept]
         if not labels:
             return "", 0.0
         ll = ctc_log_likelihoods(logp, labels) + np.array([prior_of[c] for c in kept])
