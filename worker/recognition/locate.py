@@ -21,6 +21,17 @@ from worker.recognition.layout import ASPECT
 WORK_SIDE = 640  # px, longer side of the copy we search on
 MIN_AREA_FRACTION = 0.04  # cards covering less than this are not looked for
 ASPECT_TOLERANCE = 0.18  # perspective may change the aspect by ~10 %; leave room
+# A card shown on a screen or copied onto a sheet: the screen, the sheet, or a quad made
+# of their sides and the card's, is card-shaped too and scores higher (it is larger).
+# A card-shaped candidate nested inside a better one is read first when it is a clean
+# rectangle, lies clear of at least two of the outer one's sides, and what lies between
+# the two is not the card's own paper.
+NESTED_INSIDE = 0.9  # share of the inner quad inside the outer one
+NESTED_AREA = (0.25, 0.85)  # inner area / outer area
+NESTED_SCORE_DROP = 0.12  # the inner quad's score may be this much lower
+NESTED_SIDE_RATIO = 0.9  # opposite sides of the inner quad agree this well
+NESTED_CLEAR = 0.05  # of the inner quad's short side: a side this far inside is clear
+NESTED_COLOUR = 20.0  # Lab distance between the card's rim and what lies around it
 
 
 @dataclass(frozen=True)
@@ -285,7 +296,58 @@ def locate_cards(bgr: np.ndarray, max_cards: int = 1) -> list[CardQuad]:
             + 0.2 * min(qarea / img_area, 1) ** 0.5
         )
         cands.append(CardQuad(quad / scale, float(score)))
-    return _non_max_suppress(cands, limit=max(6, max_cards))
+    kept = _non_max_suppress(cands, limit=max(6, max_cards))
+    return _nested_card_first(kept, small, scale)
+
+
+def _nested_card_first(cands: list[CardQuad], small: np.ndarray, scale: float) -> list[CardQuad]:
+    """The candidates with a card nested in a card-shaped frame (a screen, a sheet, or a
+    quad along their edges) moved before that frame; see NESTED_*."""
+    lab = None
+    for i, outer in enumerate(cands):
+        for j in range(i + 1, len(cands)):
+            inner = cands[j]
+            inter, _ = cv2.intersectConvexConvex(outer.corners, inner.corners)
+            if (inter < NESTED_INSIDE * inner.area
+                    or not NESTED_AREA[0] <= inner.area / outer.area <= NESTED_AREA[1]
+                    or inner.score < outer.score - NESTED_SCORE_DROP):
+                continue
+            q = inner.corners
+            sides = [float(np.linalg.norm(q[(k + 1) % 4] - q[k])) for k in range(4)]
+            if min(sides[0], sides[2]) < NESTED_SIDE_RATIO * max(sides[0], sides[2]) or \
+                    min(sides[1], sides[3]) < NESTED_SIDE_RATIO * max(sides[1], sides[3]):
+                continue
+            contour = outer.corners.reshape(-1, 1, 2)
+            clear = sum(
+                cv2.pointPolygonTest(contour, tuple(float(v) for v in (q[k] + q[(k + 1) % 4]) / 2),
+                                     True) > NESTED_CLEAR * min(sides)
+                for k in range(4))
+            if clear < 2:
+                continue
+            if lab is None:
+                lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
+            if _rim_contrast(lab, outer.corners * scale, q * scale) < NESTED_COLOUR:
+                continue  # the outer quad is the card, the inner one a part of it
+            return [*cands[:i], inner, *cands[i:j], *cands[j + 1:]]
+    return cands
+
+
+def _rim_contrast(lab: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> float:
+    """Lab distance between the median colour just inside ``inner`` (a card's paper) and
+    that of ``outer`` outside ``inner`` (a screen's or a sheet's content)."""
+    h, w = lab.shape[:2]
+    mo = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mo, np.round(outer).astype(np.int32), 1)
+    mi = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mi, np.round(inner).astype(np.int32), 1)
+    short = min(float(np.linalg.norm(inner[1] - inner[2])),
+                float(np.linalg.norm(inner[0] - inner[3])))
+    k = np.ones((max(3, int(0.06 * short)) | 1,) * 2, np.uint8)
+    around = (mo > 0) & (cv2.dilate(mi, k) == 0)
+    rim = (mi > 0) & (cv2.erode(mi, k) == 0)
+    if around.sum() < 50 or rim.sum() < 50:
+        return 0.0
+    return float(np.linalg.norm(np.median(lab[around], axis=0) - np.median(lab[rim], axis=0)))
 
 
 def _overlap(a: CardQuad, b: CardQuad) -> float:
