@@ -316,8 +316,27 @@ def test_resume_after_sigkill_and_a_torn_last_line(tmp_path, photos):
     assert out.read_bytes() == final
 
 
-def test_resume_after_ctrl_c_with_csv(tmp_path, photos):
-    root, expected = photos
+@pytest.fixture(scope="module")
+def more_photos(photos, tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+    """The six cards three times over, and the broken image: with two processes, more
+    items than can be in flight at once (so a Ctrl-C always finds work left to stop,
+    however late it lands on a busy machine)."""
+    src, expected = photos
+    root = tmp_path_factory.mktemp("batch-more") / "photos"
+    more = {}
+    for copy in range(3):
+        for path, fields in expected.items():
+            dest = root / f"{copy}-{Path(path).name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(Path(path).read_bytes())
+            more[str(dest)] = fields
+    (root / BROKEN).write_bytes((src / BROKEN).read_bytes())
+    return root, more
+
+
+def test_resume_after_ctrl_c_with_csv(tmp_path, more_photos):
+    root, expected = more_photos
+    total = len(expected) + 1
     out = tmp_path / "nightly.csv"
     args = (str(root), "--out", str(out), "--processes", "2", "--detect", "glare")
     proc, stdout, stderr = start_batch(*args, cwd=tmp_path)
@@ -332,9 +351,9 @@ def test_resume_after_ctrl_c_with_csv(tmp_path, photos):
     assert group_gone(proc.pid)
     first = out.read_bytes()
     done_first = [r["file"] for r in csv_rows(out)]
-    assert 2 <= len(done_first) < 7
+    assert 2 <= len(done_first) < total
     with open(out, "ab") as f:  # a torn row
-        f.write(str(root / "f-back7.jpg").encode() + b",ok,,,")
+        f.write(str(root / "2-f-back7.jpg").encode() + b",ok,,,")
 
     proc = run_batch(*args, cwd=tmp_path)
     no_trace(proc)
@@ -350,8 +369,8 @@ def test_resume_after_ctrl_c_with_csv(tmp_path, photos):
             assert {f: row[f] for f in FIELDS} == {f: want.get(f, "") for f in FIELDS}
     summary = json.loads(proc.stdout)
     assert summary["already_done"] == len(done_first)
-    assert summary["processed"] == 7 - len(done_first)
-    assert summary["status"] == {"ok": 6, "error": 1}
+    assert summary["processed"] == total - len(done_first)
+    assert summary["status"] == {"ok": total - 1, "error": 1}
     # The whole file counts, the earlier run's rows too.
     assert summary["alerts"] == {"glare": sum(r["detect_glare_result"] == "true"
                                               for r in rows)}
