@@ -25,12 +25,18 @@ from worker.recognition.layout import CARD_H_PX, CARD_W_MM, CARD_W_PX, PX_PER_MM
 from worker.recognition.ocr import TextLine
 from worker.recognition.reader import CardRead
 
-__all__ = ["SCORE_MAX", "AlertContext", "Detector", "logistic_score"]
+__all__ = ["OUTLINE_EDGE_MM", "SCORE_MAX", "AlertContext", "Detector", "card_outline",
+           "logistic_score", "outline_cut"]
 
 #: Scores are integers in [0, SCORE_MAX] (the vendor's range).
 SCORE_MAX = 99
 _EXPOSED_WHITE = 230.0  # grey level the paper is brought to before measuring colour
 _MAX_GAIN = 4.0
+_CLIPPED = 250  # min-channel level of a pixel clipped white in all three channels
+CORNER_RADIUS_MM = 3.0
+CUT_OFF_SHARE = 0.05  # of the outline, about 14 mm: see AlertContext.cut_off
+#: Outline points closer than this to the frame edge (or beyond it) count as cut.
+OUTLINE_EDGE_MM = 0.3
 
 
 @runtime_checkable
@@ -52,6 +58,44 @@ def logistic_score(value: float, centre: float, width: float) -> int:
     z = (value - centre) / width
     z = max(-50.0, min(50.0, z))
     return int(round(SCORE_MAX / (1.0 + math.exp(-z))))
+
+
+def card_outline(step_px: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Points along the card's rounded outline in card coordinates (N × 2, float32), and
+    for each the side it belongs to (0 top, 1 right, 2 bottom, 3 left; corners: -1)."""
+    r = CORNER_RADIUS_MM * PX_PER_MM
+    w, h = float(CARD_W_PX), float(CARD_H_PX)
+    pts: list[tuple[float, float]] = []
+    sides: list[int] = []
+    for x in np.arange(r, w - r, step_px):
+        pts += [(x, 0.0), (x, h)]
+        sides += [0, 2]
+    for y in np.arange(r, h - r, step_px):
+        pts += [(0.0, y), (w, y)]
+        sides += [3, 1]
+    n = max(4, int(math.pi / 2 * r / step_px))
+    for cx, cy, a0 in ((r, r, math.pi), (w - r, r, 1.5 * math.pi), (w - r, h - r, 0.0),
+                       (r, h - r, 0.5 * math.pi)):
+        for t in np.linspace(a0, a0 + math.pi / 2, n, endpoint=False):
+            pts.append((cx + r * math.cos(t), cy + r * math.sin(t)))
+            sides.append(-1)
+    return np.array(pts, np.float32), np.array(sides)
+
+
+OUTLINE_POINTS, OUTLINE_SIDES = card_outline()
+
+
+def outline_cut(photo_shape: tuple[int, ...], card_to_photo: np.ndarray,
+                edge_px: float) -> np.ndarray:
+    """Per point of the card's outline (:func:`card_outline`) mapped into the photo by
+    ``card_to_photo``: whether it lies outside the photo or within ``edge_px`` of its
+    edge."""
+    h, w = photo_shape[:2]
+    p = cv2.perspectiveTransform(OUTLINE_POINTS.reshape(-1, 1, 2), card_to_photo).reshape(-1, 2)
+    # Pixel centres run 0..w-1: the frame's edge is half a pixel further out.
+    inside = np.minimum.reduce([p[:, 0] + 0.5, p[:, 1] + 0.5, w - 0.5 - p[:, 0],
+                                h - 0.5 - p[:, 1]])
+    return inside < edge_px
 
 
 # Where captions and titles start (or are centred), in mm: text that starts a line -> the
@@ -170,8 +214,10 @@ class AlertContext:
         """How colourful the card is: the 99th percentile of the Lab a*b* distance from
         the card's median colour, after bringing its paper to a standard exposure.
         A real card is colourful (captions, portrait, emblem, tints); a copy is not."""
-        frame = self.card_region[::2, ::2]  # every other pixel is plenty
-        if not frame.any():
+        # Every other pixel is plenty; pixels clipped white (glare, over-exposure) carry
+        # no colour of the card and are left out.
+        frame = self.card_region[::2, ::2] & (self.card_min_channel[::2, ::2] < _CLIPPED)
+        if frame.sum() < 100:
             return 0.0
         # Chroma shrinks with lightness: a dim photo of a real card is as colourful as a
         # bright one once brought to the same level.
@@ -228,6 +274,21 @@ class AlertContext:
         c = self.corners.astype(np.float64)
         top, bottom = np.linalg.norm(c[1] - c[0]), np.linalg.norm(c[2] - c[3])
         return float((top + bottom) / 2 / CARD_W_MM)
+
+    @cached_property
+    def cut_off_share(self) -> float:
+        """Share (0..1) of the card's outline cut off by the frame, as the border
+        integrity alert measures it; shared with the detectors that compare the card
+        with its layout, which cannot judge a card read from what is left of it."""
+        from worker.recognition.alerts.border_integrity import cut_off_share
+
+        return cut_off_share(self)
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the card is cut off by the frame (:attr:`cut_off_share` above
+        CUT_OFF_SHARE)."""
+        return self.cut_off_share > CUT_OFF_SHARE
 
     @cached_property
     def in_frame(self) -> np.ndarray:

@@ -12,11 +12,14 @@ drop out, and the largest connected region counts.
 
 Why: print is thin and the paper around it shows through the maximum filter, while a
 finger, a coin, a pen or a phone is an opaque surface several millimetres across, of a
-colour or lightness no card has. The portrait box (front) and the emblem (back) are
-left out: they are not paper, and an object there cannot be told from the photo. Cells
-are placed by the layout fitted to the recognised captions
+colour or lightness no card has. The portrait box (front) and the emblem's disc (back;
+the corners of its box are paper) are left out: they are not paper, and an object
+wholly inside them cannot be told from the photo (one reaching out over the paper is
+seen by that part). Cells are placed by the layout fitted to the recognised captions
 (:attr:`AlertContext.layout_to_card`), so a card read from a rough outline is judged on
-its paper, not on the background around it.
+its paper, not on the background around it; a card cut off by the frame
+(:attr:`AlertContext.cut_off`) is not judged at all (score 0): read from what is left
+of it, its layout is not known well enough.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ ENVELOPE_PX = 8  # at half resolution, 1.6 mm: wider than any stroke of print
 DARKER = 0.22  # relative to the paper plane
 CHROMA = 14.0  # Lab a*b* units from the paper's colour
 ZONE_GROW_MM = 0.8  # margin around the portrait / emblem (print jitter, registration)
+ZONE_CELL_SHARE = 0.25  # of a cell: how far a judged cell's centre stays from the zone
 # Score 50 at this share of the card's cells covered (0.8 % is about 4 cells, 37 mm²).
-CENTRE_SHARE = 0.029
-WIDTH_SHARE = 0.005
+CENTRE_SHARE = 0.025
+WIDTH_SHARE = 0.004
 
 
 def _judged_cells(layout: np.ndarray, side: str | None) -> np.ndarray:
@@ -55,8 +59,13 @@ def _judged_cells(layout: np.ndarray, side: str | None) -> np.ndarray:
     centres = np.stack([(xx.ravel() + 0.5) * cw, (yy.ravel() + 0.5) * ch, np.ones(xx.size)])
     u, v, _ = np.linalg.inv(layout) @ centres  # cell centres in layout coordinates
     x0, y0, x1, y1 = (mm(c) for c in (FRONT_PORTRAIT_MM if side == "front" else BACK_EMBLEM_MM))
-    grow = mm(ZONE_GROW_MM) + max(cw, ch) / 2
-    in_zone = (u > x0 - grow) & (u < x1 + grow) & (v > y0 - grow) & (v < y1 + grow)
+    # A cell whose centre lies this close to the zone sees too much of it to be judged.
+    grow = mm(ZONE_GROW_MM) + ZONE_CELL_SHARE * max(cw, ch)
+    if side == "front":
+        in_zone = (u > x0 - grow) & (u < x1 + grow) & (v > y0 - grow) & (v < y1 + grow)
+    else:  # the emblem is a disc: the corners of its box are paper
+        r = (x1 - x0) / 2
+        in_zone = np.hypot(u - (x0 + x1) / 2, v - (y0 + y1) / 2) < r + grow
     on_card = (u > cw / 2) & (u < CARD_W_PX - cw / 2) & (v > ch / 2) & (v < CARD_H_PX - ch / 2)
     corner = ((u < 1.5 * cw) | (u > CARD_W_PX - 1.5 * cw)) & (
         (v < 1.5 * ch) | (v > CARD_H_PX - 1.5 * ch))
@@ -102,6 +111,8 @@ class BlockingDetector:
 
     def measure(self, ctx: AlertContext) -> float:
         """Share of the judged cells in the largest covered region."""
+        if ctx.cut_off:
+            return 0.0  # read from what is left of the card: the layout is not reliable
         covered, valid = self.covered_cells(ctx)
         if not covered.any():
             return 0.0

@@ -2,7 +2,10 @@
 
 What it measures: the share of the card's outline (the rounded rectangle of the card,
 mapped into the photo through the read card's corners) that lies outside the photo or
-on its edge, within EDGE_MM of it.
+within EDGE_MM of its edge, *and* where the card's paper runs on to the frame: walking
+PROFILE_MM into the photo from the frame edge next to that point, the photo shows the
+same paper throughout (no edge of the card, no background) and it is the card's paper
+(close to the colour of the middle of the card).
 
 Why the rounded outline and not the four corners: the corners the reader returns are
 where the card's straight sides meet, outside the rounded card itself, so a card
@@ -11,91 +14,135 @@ the card really ends. A cut-off card is read either with corners beyond the fram
 text says where the card must be) or with one side along the frame edge (the visible
 part); in both cases part of its outline is not inside the photo. In the second case
 the recognised captions (where 姓名, 公民身份号码, 签发机关... are printed) still say where
-the whole card lies, and that outline is checked too.
+the whole card lies, and that outline is checked too. Why the photo must confirm it: an
+outline read wrongly (a shadow, a blurred or dim card) or a whole card lying a
+millimetre from the edge also puts outline points on the frame, but there the photo
+shows the card's edge, or background, between the card and the frame. On a dim photo
+whose background is as dark as the card, that difference can vanish.
 """
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
-from worker.recognition.alerts.base import AlertContext, logistic_score
+from worker.recognition.alerts.base import (
+    OUTLINE_POINTS,
+    OUTLINE_SIDES,
+    AlertContext,
+    logistic_score,
+    outline_cut,
+)
 from worker.recognition.layout import CARD_H_PX, CARD_W_PX, PX_PER_MM
 
-CORNER_RADIUS_MM = 3.0
 # Outline points closer than this to the frame edge (or beyond it) count as cut.
-EDGE_MM = 0.3
+# (A read outline runs along the visible edge of a cut card, a pixel or two inside.)
+EDGE_MM = 1.0
+# Confirmation in the photo: where the outline is cut, the photo from the frame edge
+# PROFILE_MM inwards must be the card's paper throughout (the card runs on past the
+# frame), with no edge of the card between paper and background.
+PROFILE_MM = 3.0
+SMOOTH_MM = 0.15
+WORK_PX_PER_MM = 6.0
+PAPER_DE = 8.0  # Lab distance under which two places show the same paper
+CARD_PAPER_DE = 30.0  # ... and the looser one to the paper in the middle of the card
 # The captions place the card to a millimetre or two: by them, the outline must lie
 # this far beyond the frame to count.
 LAYOUT_SLACK_MM = 2.0
 # Captions this far (mm) from where the outline puts them mean the outline is wrong.
 MISREAD_MM = 4.0
 # Score 50 at this share of the outline cut off; 2 % of the outline is ~5.5 mm.
-CENTRE_SHARE = 0.09
-WIDTH_SHARE = 0.015
+CENTRE_SHARE = 0.06
+WIDTH_SHARE = 0.01
 
 
-def card_outline(step_px: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-    """Points along the card's rounded outline in card coordinates (N × 2, float32), and
-    for each the side it belongs to (0 top, 1 right, 2 bottom, 3 left; corners: -1)."""
-    r = CORNER_RADIUS_MM * PX_PER_MM
-    w, h = float(CARD_W_PX), float(CARD_H_PX)
-    pts: list[tuple[float, float]] = []
-    sides: list[int] = []
-    for x in np.arange(r, w - r, step_px):
-        pts += [(x, 0.0), (x, h)]
-        sides += [0, 2]
-    for y in np.arange(r, h - r, step_px):
-        pts += [(0.0, y), (w, y)]
-        sides += [3, 1]
-    n = max(4, int(math.pi / 2 * r / step_px))
-    for cx, cy, a0 in ((r, r, math.pi), (w - r, r, 1.5 * math.pi), (w - r, h - r, 0.0),
-                       (r, h - r, 0.5 * math.pi)):
-        for t in np.linspace(a0, a0 + math.pi / 2, n, endpoint=False):
-            pts.append((cx + r * math.cos(t), cy + r * math.sin(t)))
-            sides.append(-1)
-    return np.array(pts, np.float32), np.array(sides)
+def _photo_lab(ctx: AlertContext) -> tuple[np.ndarray, float]:
+    """The photo in Lab at about WORK_PX_PER_MM, lightly smoothed (fine print and noise
+    fade, a card's edge stays sharp); and its scale from photo pixels."""
+    s = min(1.0, WORK_PX_PER_MM / max(ctx.photo_px_per_mm, 1e-3))
+    small = ctx.photo if s >= 1 else cv2.resize(ctx.photo, None, fx=s, fy=s,
+                                                interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), SMOOTH_MM * ctx.photo_px_per_mm * s)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2Lab).astype(np.float32), s
 
 
-_OUTLINE, _SIDES = card_outline()
+def _paper_runs_on(ctx: AlertContext, card_to_photo: np.ndarray, cut: np.ndarray,
+                   lab: np.ndarray, s: float) -> np.ndarray:
+    """``cut`` kept only where the card's paper runs on to the frame: walking in from the
+    frame edge next to the cut point, the photo shows no edge (no change from the paper
+    PROFILE_MM further in) and that paper is the card's."""
+    idx = np.flatnonzero(cut)
+    out = np.zeros_like(cut)
+    if idx.size == 0:
+        return out
+    h, w = lab.shape[:2]
+    p = cv2.perspectiveTransform(OUTLINE_POINTS[idx].reshape(-1, 1, 2), card_to_photo)
+    p = p.reshape(-1, 2) * s
+    px_mm = ctx.photo_px_per_mm * s
+    # The frame edge nearest each point, and the way into the photo from it.
+    dist = np.stack([p[:, 1], w - 1 - p[:, 0], h - 1 - p[:, 1], p[:, 0]], axis=1)
+    side = np.argmin(dist, axis=1)
+    step = np.array([[0, 1], [-1, 0], [0, -1], [1, 0]], np.float64)[side]
+    start = np.clip(p, [0, 0], [w - 1, h - 1])
+    start[side == 0, 1], start[side == 1, 0] = 0, w - 1
+    start[side == 2, 1], start[side == 3, 0] = h - 1, 0
+    n = max(2, int(round(PROFILE_MM * px_mm)))
+    t = np.arange(n + 1)[None, :, None]
+    walk = np.round(start[:, None, :] + step[:, None, :] * t).astype(int)
+    walk[..., 0] = np.clip(walk[..., 0], 0, w - 1)
+    walk[..., 1] = np.clip(walk[..., 1], 0, h - 1)
+    profile = lab[walk[..., 1], walk[..., 0]]  # points × (n + 1) × 3
+    inner = profile[:, -max(2, n // 3):].mean(axis=1)
+    change = np.linalg.norm(profile - inner[:, None, :], axis=2).max(axis=1)
+    card = card_paper_lab(ctx)
+    out[idx] = (change < PAPER_DE) & (np.linalg.norm(inner - card, axis=1) < CARD_PAPER_DE)
+    return out
 
 
-def _cut(ctx: AlertContext, card_to_photo: np.ndarray, edge_px: float) -> np.ndarray:
-    """Per outline point: lies outside the photo or within ``edge_px`` of its edge."""
-    h, w = ctx.photo.shape[:2]
-    p = cv2.perspectiveTransform(_OUTLINE.reshape(-1, 1, 2), card_to_photo).reshape(-1, 2)
-    # Pixel centres run 0..w-1: the frame's edge is half a pixel further out.
-    inside = np.minimum.reduce([p[:, 0] + 0.5, p[:, 1] + 0.5, w - 0.5 - p[:, 0],
-                                h - 0.5 - p[:, 1]])
-    return inside < edge_px
+def card_paper_lab(ctx: AlertContext) -> np.ndarray:
+    """Lab (OpenCV 8-bit scaling) of the card's paper: the lighter half of the middle of
+    the card, print removed by a median filter."""
+    h, w = CARD_H_PX, CARD_W_PX
+    middle = ctx.card[h // 4:3 * h // 4:2, w // 4:3 * w // 4:2]
+    lab = cv2.cvtColor(cv2.medianBlur(middle, 5), cv2.COLOR_BGR2Lab).reshape(-1, 3)
+    light = lab[lab[:, 0] >= np.median(lab[:, 0])]
+    return np.median(light, axis=0).astype(np.float32)
+
+
+def cut_off_share(ctx: AlertContext) -> float:
+    """Share (0..1) of the card's outline outside the photo or on its edge where the
+    card's paper runs on to the frame: the larger of what the read outline and what
+    the printed captions say."""
+    px_mm = ctx.photo_px_per_mm
+    lab, s = _photo_lab(ctx)
+    by_outline = outline_cut(ctx.photo.shape, ctx.card_to_photo, max(EDGE_MM * px_mm, 1.0))
+    # A photo cropped to the card has all four sides on the frame: the card is
+    # whole, only framed tightly (scans, auto-cropped uploads).
+    if all(by_outline[OUTLINE_SIDES == k].mean() > 0.8 for k in range(4)):
+        by_outline[:] = False
+    by_outline = _paper_runs_on(ctx, ctx.card_to_photo, by_outline, lab, s)
+    # Where the captions put the card: a card cut off is often read from the part
+    # that is left, and its outline then ends at the frame, inside the real card.
+    layout = ctx.layout_to_card
+    if np.allclose(layout, np.eye(3)):
+        return float(by_outline.mean())
+    by_layout = outline_cut(ctx.photo.shape, ctx.card_to_photo @ layout,
+                            -LAYOUT_SLACK_MM * px_mm)
+    by_layout = _paper_runs_on(ctx, ctx.card_to_photo @ layout, by_layout, lab, s)
+    off_mm = max(abs(layout[0, 0] - 1) * CARD_W_PX, abs(layout[0, 2]),
+                 abs(layout[1, 2])) / PX_PER_MM
+    if off_mm > MISREAD_MM:
+        # The read outline is not where the card is: the captions alone decide.
+        return float(by_layout.mean())
+    return float(max(by_outline.mean(), by_layout.mean()))
 
 
 class BorderIntegrityDetector:
     name = "border_integrity"
 
     def measure(self, ctx: AlertContext) -> float:
-        """Share (0..1) of the card's outline outside the photo or on its edge: the
-        larger of what the read outline and what the printed captions say."""
-        px_mm = ctx.photo_px_per_mm
-        by_outline = _cut(ctx, ctx.card_to_photo, max(EDGE_MM * px_mm, 1.0))
-        # A photo cropped to the card has all four sides on the frame: the card is
-        # whole, only framed tightly (scans, auto-cropped uploads).
-        if all(by_outline[_SIDES == s].mean() > 0.8 for s in range(4)):
-            by_outline[:] = False
-        # Where the captions put the card: a card cut off is often read from the part
-        # that is left, and its outline then ends at the frame, inside the real card.
-        layout = ctx.layout_to_card
-        if np.allclose(layout, np.eye(3)):
-            return float(by_outline.mean())
-        by_layout = _cut(ctx, ctx.card_to_photo @ layout, -LAYOUT_SLACK_MM * px_mm)
-        off_mm = max(abs(layout[0, 0] - 1) * CARD_W_PX, abs(layout[0, 2]),
-                     abs(layout[1, 2])) / PX_PER_MM
-        if off_mm > MISREAD_MM:
-            # The read outline is not where the card is: the captions alone decide.
-            return float(by_layout.mean())
-        return float(max(by_outline.mean(), by_layout.mean()))
+        """Share (0..1) of the card's outline cut off (:func:`cut_off_share`)."""
+        return ctx.cut_off_share
 
     def score(self, ctx: AlertContext) -> int:
         return logistic_score(self.measure(ctx), CENTRE_SHARE, WIDTH_SHARE)

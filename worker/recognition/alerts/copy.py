@@ -10,7 +10,8 @@ on both. A black-and-white copy has none: its pixels lie on one grey axis, shift
 whole by the light it was photographed under (the median removes that cast). Sensor
 noise and JPEG add a few units of chroma; real colour is tens of units. Exposure is
 normalised first because chroma shrinks with lightness: a dim photo of a real card is
-as colourful as a bright one once brought to the same level.
+as colourful as a bright one once brought to the same level; pixels clipped white
+(glare) carry no colour of the card and are left out.
 """
 
 from __future__ import annotations

@@ -2,27 +2,45 @@
 
 What it measures: how many of the card's always-printed cells (captions, titles, the
 number, the portrait's head: :mod:`.layout_cells`, placed by the layout fitted to the
-recognised captions) hold no ink and are as bright as the paper: a cell counts fully
-when its darkest pixel is at least WASHED_HIGH of the paper's level, and only if its
-mean is no darker than the paper. Glare adds light: over a specular spot dark ink
-becomes as light as paper and the paper clips to white, so print that must be there
-vanishes.
+recognised captions; on the back also the rest of a validity period read as a date
+range, which runs on to about 69 mm) hold no ink and are as bright as the paper or
+brighter: a cell counts fully when its darkest pixel is at least WASHED_HIGH of the
+paper's level, and only if its mean is no darker than the paper and its lighter pixels
+are clipped white or lighter than the paper. Glare adds light: over a specular spot
+dark ink becomes as light as paper and the paper clips to white, so print that must be
+there vanishes.
 
 Why this and not "bright pixels": a well-exposed card is mostly near-white paper and
 may clip to 255 without hiding anything, and a blurred or low-contrast card has grey
 ink but still has ink, which darkens its cell. Only a cell that must hold print and
 shows none but light is evidence of glare over the text, which is what makes a card
-unreadable. Two guards: a black-and-white copy is not judged (the cells were measured
-on the colour print, whose light inks a copier drops), nor a card whose always-printed
-cells are mostly empty (the reader's outline is not where the card is).
+unreadable. A patch of paper colour pasted over a field (tampering) empties cells too,
+but adds no light. Not judged (score 0), because the layout does not say where print
+must be: a black-and-white copy (the cells were measured on the colour print, whose
+light inks a copier drops), a card cut off by the frame (:attr:`AlertContext.cut_off`:
+read from what is left of it), a temporary card (laid out otherwise), a blurred card
+(faint everywhere), and a card whose always-printed cells mostly hold neither ink nor
+washed-out light (the reader's outline is not where the card is).
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from worker.recognition.alerts.base import AlertContext, logistic_score
-from worker.recognition.alerts.layout_cells import CELL_H, CELL_W, aligned_cells
+from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
+from worker.recognition.alerts.blur import BlurDetector
+from worker.recognition.alerts.interim import InterimDetector
+from worker.recognition.alerts.layout_cells import (
+    ALWAYS_INK,
+    CELL_H,
+    CELL_W,
+    GRID_W,
+    aligned_cells,
+)
+from worker.recognition.layout import mm
 
 # A cell counts fully as washed out when its darkest pixel (0.5th percentile of the
 # min-channel) is at least WASHED_HIGH of the paper's level, and not at all below
@@ -30,11 +48,33 @@ from worker.recognition.alerts.layout_cells import CELL_H, CELL_W, aligned_cells
 WASHED_LOW = 0.8
 WASHED_HIGH = 0.95
 BRIGHT = 0.99
+CLIPPED = 250  # min-channel: white in all three channels
+LIGHTER = 4.0  # grey levels over the paper's level that added light brings at least
 MONOCHROME = 8.0  # chroma spread under which the card is a black-and-white copy
 MIN_INKED = 0.6  # share of the always-printed cells that must show ink
 # Score 50 at this many washed-out cells (a cell is 5.35 × 5.4 mm).
-CENTRE_CELLS = 2.2
-WIDTH_CELLS = 0.3
+CENTRE_CELLS = 0.5
+WIDTH_CELLS = 0.12
+
+
+# The back's validity line, once its second date has begun, runs on to here (mm): the
+# end of "YYYY.MM.DD-YYYY.MM.DD". Read short, the rest of it was washed out.
+_VALIDITY = re.compile(r"\d{4}\.?\d{2}\.?\d{2}-\d")
+_VALIDITY_END_MM = 69.0
+_VALIDITY_ROW = 8
+
+
+def _printed_cells(ctx: AlertContext) -> np.ndarray | None:
+    """The cells that must hold print on this card: the always-printed ones, and on the
+    back the rest of a validity period read as a date range."""
+    if ctx.side != "back":
+        return None
+    cells = ALWAYS_INK["back"].copy()
+    for ln in ctx.lines:
+        if _VALIDITY.search(ln.text) and "长期" not in ln.text and ln.cy > mm(42):
+            last = min(GRID_W - 1, int(mm(_VALIDITY_END_MM) // CELL_W) - 1)
+            cells[_VALIDITY_ROW, 3:last + 1] = True
+    return cells
 
 
 class GlareDetector:
@@ -42,17 +82,26 @@ class GlareDetector:
 
     def measure(self, ctx: AlertContext) -> float:
         """The number of always-printed cells washed out (soft count)."""
+        if ctx.cut_off:
+            return 0.0  # read from what is left of the card: the layout is not reliable
         if ctx.chroma_spread < MONOCHROME:
             # A black-and-white copy: the cells were measured on the colour print (the
             # gold emblem, tinted guilloche), which a copier turns white.
             return 0.0
+        if InterimDetector().score(ctx) >= 50:
+            return 0.0  # a temporary card: its print is laid out otherwise
+        blur = BlurDetector().measure(ctx)
+        if blur > BLUR_CENTRE_RATIO:
+            return 0.0  # blurred print is faint everywhere: it would look washed out
         mc = ctx.card_min_channel
         frame = ctx.in_frame
         paper = max(ctx.paper_level, 40.0)
         ink = (mc < 0.6 * paper) & frame
         washed = 0.0
         judged = inked = 0
-        for _i, _j, (x0, y0, x1, y1) in aligned_cells(ink, ctx.side, ctx.layout_to_card):
+        cells = _printed_cells(ctx)
+        for _i, _j, (x0, y0, x1, y1) in aligned_cells(ink, ctx.side, ctx.layout_to_card,
+                                                      cells=cells):
             if min(x1 - x0, y1 - y0) < 0.5 * min(CELL_W, CELL_H):
                 continue  # off the card image
             if frame[y0:y1, x0:x1].mean() < 0.9:
@@ -65,11 +114,16 @@ class GlareDetector:
             # faint print is lighter than ink but still darkens its cell).
             if float(cell.mean()) < BRIGHT * paper:
                 continue
+            # ... and brighter than the paper, or clipped: a patch of paper colour pasted
+            # over print (tampering) is empty too, but no lighter than the paper.
+            if float(np.percentile(cell, 90)) < min(CLIPPED, paper + LIGHTER):
+                continue
             washed += float(np.clip((darkest / paper - WASHED_LOW)
                                     / (WASHED_HIGH - WASHED_LOW), 0.0, 1.0))
-        # When most of the cells that must hold print hold none, the card was not read
-        # where it lies (a wrong outline): the layout says nothing then.
-        if judged == 0 or inked < MIN_INKED * judged:
+        # When most of the cells that must hold print hold none and are not washed out
+        # either, the card was not read where it lies (a wrong outline): the layout says
+        # nothing then.
+        if judged == 0 or inked + washed < MIN_INKED * judged:
             return 0.0
         return washed
 

@@ -75,13 +75,15 @@ def cell_box(i: int, j: int, m: np.ndarray | None = None, dx: int = 0, dy: int =
 
 
 def aligned_cells(ink: np.ndarray, side: str | None, layout: np.ndarray | None = None,
-                  min_ink_px: int = 15) -> list[tuple[int, int, tuple[int, int, int, int]]]:
-    """The always-printed cells of ``side`` as (row, col, box): through ``layout`` (the
-    fitted layout map, :attr:`AlertContext.layout_to_card`), then slid a little to where
-    the most of them contain at least ``min_ink_px`` pixels of ``ink`` (a bool mask)."""
+                  min_ink_px: int = 15, cells: np.ndarray | None = None,
+                  ) -> list[tuple[int, int, tuple[int, int, int, int]]]:
+    """The always-printed cells of ``side`` (or the grid ``cells``) as (row, col, box):
+    through ``layout`` (the fitted layout map, :attr:`AlertContext.layout_to_card`),
+    then slid a little to where the most of them contain at least ``min_ink_px`` pixels
+    of ``ink`` (a bool mask)."""
     if side not in ALWAYS_INK:
         return []
-    rows, cols = np.nonzero(ALWAYS_INK[side])
+    rows, cols = np.nonzero(ALWAYS_INK[side] if cells is None else cells)
     integral = np.pad(ink.astype(np.int32), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     shifts = np.array([(dx, dy) for dy in _SHIFTS for dx in _SHIFTS])
     base = np.array([cell_box(int(i), int(j), layout) for i, j in zip(rows, cols, strict=True)])

@@ -9,14 +9,21 @@ What it measures, two pieces of evidence, the stronger counts:
   (guilloche lines, sensor noise: the residual of a 1.2 px Gaussian, on pixels away
   from ink) inside a box hugging the line, against a ring 1.5-3.5 mm further out (or
   the card's median, if that is plainer); only lines where the holder's data is
-  printed count. A field covered with a flat patch of paper colour and typed again has lost that
-  texture right around it: the log ratio inside/ring drops well below zero.
+  printed count. A field covered with a flat patch of paper colour and typed again has
+  lost that texture right around it: the log ratio inside/ring drops well below zero.
+  Every texture figure carries TEXTURE_FLOOR, what JPEG leaves on flat paper, so that
+  plain stretches of a card (no guilloche there) do not give ratios of two nothings.
+  Lines whose paper is clipped white, or brighter than the ring's paper, are not
+  judged: glare washes texture out too, but it adds light, while a patch has the
+  colour of the paper between the print's lines.
 
 Why: the vendor's own alert "does not support fine-grained editing" (document); what
 it catches, and what this catches, is the cheap forgery: cover a field, type another
 value, save. The patch and the new text are made in the editor, not photographed, so
 they lack the photo's texture. Fonts and ink were tried as evidence too, but a
 card's own lines vary as much (bold numbers, blurred thin captions) as a re-typed one.
+A patch in a stretch of the card without security print, or on a faint, over-exposed
+card, leaves no texture to miss and is not seen.
 """
 
 from __future__ import annotations
@@ -44,10 +51,15 @@ INK_MARGIN = 25  # grey levels under the local paper level that count as ink
 INNER_PAD = 3  # px around the line box
 RING_GAP, RING_OUT = 15, 35  # px: the ring around a line starts and ends here
 MIN_PIXELS = 300
-BRIGHTER = 4.0  # grey levels: a box this much brighter than its ring is glare, not paste
+# Grey levels added to every texture figure: what JPEG and a little noise leave on flat
+# paper. Below it a ratio of two textures is a ratio of two nothings.
+TEXTURE_FLOOR = 0.4
+CLIPPED = 250  # grey level: over-exposed, the texture is gone whatever was there
+MAX_CLIPPED = 0.2  # share of a line's paper that may be clipped for it to be judged
+BRIGHTER = 4.0  # grey levels over the ring's paper (its 90th percentile): glare, not paste
 # Score 50 at this log ratio of texture inside a line's box to around it; genuine
-# cards measure 0 to -0.25, a flat patch -0.45 and below.
-CENTRE_LOG_RATIO = -0.26
+# cards measure 0 to -0.2, a flat patch -0.3 and below.
+CENTRE_LOG_RATIO = -0.25
 WIDTH_LOG_RATIO = 0.05
 
 
@@ -90,7 +102,7 @@ class TamperingDetector:
         # The paper's texture over the whole card: a line in a naturally plain stretch
         # of paper must not look pasted just because its neighbourhood is busier.
         plain = residual[background & ~near_lines]
-        e_card = float(np.median(plain)) + 0.05 if plain.size else float("inf")
+        e_card = float(np.median(plain)) + TEXTURE_FLOOR if plain.size else float("inf")
         lowest = 0.0
         for ln in ctx.lines:
             if ln.height < MIN_LINE_HEIGHT or ln.x1 - ln.x0 < 1.5 * ln.height:
@@ -111,13 +123,17 @@ class TamperingDetector:
             ring &= ~gap
             if inner.sum() < MIN_PIXELS or ring.sum() < MIN_PIXELS:
                 continue
-            # Glare washes texture out too, but it brightens the paper; a patch matches
-            # the paper's level.
-            level_in = float(np.median(g[y0:y1, x0:x1][inner]))
-            level_ring = float(np.median(g[oy0:oy1, ox0:ox1][ring]))
-            if level_in > level_ring + BRIGHTER:
+            # Glare washes texture out too, but it brightens the paper beyond its own
+            # white; a patch has the colour of the paper between the print's fine lines
+            # (the ring's brightest), which is lighter than the ring on average.
+            paper_in = g[y0:y1, x0:x1][inner]
+            if float((paper_in >= CLIPPED).mean()) > MAX_CLIPPED:
                 continue
-            e_in = float(np.median(residual[y0:y1, x0:x1][inner])) + 0.05
-            e_ring = float(np.median(residual[oy0:oy1, ox0:ox1][ring])) + 0.05
+            level_in = float(np.median(paper_in))
+            paper_ring = float(np.percentile(g[oy0:oy1, ox0:ox1][ring], 90))
+            if level_in > paper_ring + BRIGHTER:
+                continue
+            e_in = float(np.median(residual[y0:y1, x0:x1][inner])) + TEXTURE_FLOOR
+            e_ring = float(np.median(residual[oy0:oy1, ox0:ox1][ring])) + TEXTURE_FLOOR
             lowest = min(lowest, float(np.log(e_in / min(e_ring, e_card))))
         return lowest
