@@ -252,8 +252,11 @@ def start_batch(*args: str, cwd: Path) -> tuple[subprocess.Popen, Path, Path]:
     go to files."""
     stdout, stderr = cwd / "stdout.txt", cwd / "stderr.txt"
     with open(stdout, "wb") as so, open(stderr, "wb") as se:
+        # As from a terminal: a suite started in the background (`cmd &` without job
+        # control) passes SIGINT on ignored, and Python then installs no Ctrl-C handler.
         proc = subprocess.Popen(cli(*args), cwd=cwd, stdout=so, stderr=se,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, stdout, stderr
 
 
