@@ -136,7 +136,7 @@ def test_detector_is_quiet_on_legitimate_hard_photos(alert):
     ("tampering", ["glare", "glare_mild"]),  # washed-out texture under added light
     ("copy", ["glare"]),  # clipped white pixels carry no colour
     ("glare", ["tampering", "blur", "interim", "border_integrity"]),
-    ("blocking_within_border", ["border_integrity", "glare", "interim"]),
+    ("blocking_within_border", ["border_integrity", "glare", "interim", "blur"]),
     ("border_integrity", ["tight", "blocking_within_border"]),
 ])
 def test_detector_is_quiet_on_conditions_that_mimic_it(alert, others):

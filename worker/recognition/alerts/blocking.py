@@ -17,9 +17,11 @@ the corners of its box are paper) are left out: they are not paper, and an objec
 wholly inside them cannot be told from the photo (one reaching out over the paper is
 seen by that part). Cells are placed by the layout fitted to the recognised captions
 (:attr:`AlertContext.layout_to_card`), so a card read from a rough outline is judged on
-its paper, not on the background around it; a card cut off by the frame
-(:attr:`AlertContext.cut_off`) is not judged at all (score 0): read from what is left
-of it, its layout is not known well enough.
+its paper, not on the background around it. Not judged at all (score 0), because
+where its paper lies is not known well enough: a card cut off by the frame
+(:attr:`AlertContext.cut_off`: read from what is left of it), a card too blurred to
+read (the blur alert's decision point: which side is up is not reliable either), and a
+temporary card (laid out otherwise).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import cv2
 import numpy as np
 
 from worker.recognition.alerts.base import AlertContext, logistic_score
+from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
+from worker.recognition.alerts.blur import BlurDetector
+from worker.recognition.alerts.interim import InterimDetector
 from worker.recognition.layout import (
     BACK_EMBLEM_MM,
     CARD_H_PX,
@@ -113,6 +118,10 @@ class BlockingDetector:
         """Share of the judged cells in the largest covered region."""
         if ctx.cut_off:
             return 0.0  # read from what is left of the card: the layout is not reliable
+        if BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
+            return 0.0  # too blurred to read: which side is up is not reliable either
+        if InterimDetector().score(ctx) >= 50:
+            return 0.0  # a temporary card: its portrait and print are laid out otherwise
         covered, valid = self.covered_cells(ctx)
         if not covered.any():
             return 0.0
