@@ -350,6 +350,55 @@ def test_a_photo_without_an_id_card_is_ais0104_even_with_alerts():
         assert info.value.code is ErrorCode.NO_CARD
 
 
+def test_an_unreadable_card_is_answered_with_its_blur_alert(run_engine):
+    """A card clearly in the photo but too blurred to read: with detect_blur the engine
+    answers the side it sees with every field "" and the blur alert raised, instead of
+    AIS.0104; the layout detectors do not judge a card nothing was read from."""
+    case = make_alert_photo(100503, "blur", 1.0, "front")  # defocus of 0.18 text heights
+    flags = {"detect_blur", "detect_blocking_within_border", "detect_glare"}
+    res = run_engine(case.image_bytes, flags=flags)["result"]
+    assert {k: res[k] for k in ("name", "sex", "ethnicity", "birth", "address", "number")} \
+        == dict.fromkeys(("name", "sex", "ethnicity", "birth", "address", "number"), "")
+    assert res["detect_blur_result"] is True
+    assert res["score_info"]["blur_score"] >= 90
+    assert res["detect_blocking_within_border_result"] is False
+    assert res["detect_glare_result"] is False
+    # Asked for a side, the caller's word is taken: nothing on the card says otherwise.
+    res = run_engine(case.image_bytes, side="back", flags={"detect_blur"})["result"]
+    assert res["detect_blur_result"] is True
+    assert res["issue"] == "" and "name" not in res and "side_mismatch" not in res
+
+
+def test_an_unreadable_card_without_a_reason_requested_is_ais0104(run_engine):
+    """Without alerts, or with none that says why the card cannot be read, it is still
+    AIS.0104 ("no ID card found, or too poor to read")."""
+    case = make_alert_photo(100503, "blur", 1.0, "front")
+    for flags in ((), ("detect_copy", "detect_interim")):
+        with pytest.raises(ServiceError) as info:
+            run_engine(case.image_bytes, flags=flags)
+        assert info.value.code is ErrorCode.NO_CARD
+
+
+def test_a_recapture_too_moire_to_read_is_answered_with_reproduce(run_engine):
+    case = make_alert_photo(100007, "reproduce", 1.0, "back")
+    res = run_engine(case.image_bytes, flags={"detect_reproduce", "detect_blocking_within_border"}
+                     )["result"]
+    assert res == {**res, "issue": "", "valid_from": "", "valid_to": ""}
+    assert res["detect_reproduce_result"] is True
+    assert res["detect_blocking_within_border_result"] is False
+
+
+def test_no_card_at_all_stays_ais0104_with_blur_requested():
+    from worker.recognition.engine import recognize
+
+    rng = np.random.default_rng(3)
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (900, 1200, 3)).astype(np.uint8), (0, 0), 9)
+    ok, buf = cv2.imencode(".jpg", noise)
+    with pytest.raises(ServiceError) as info:
+        recognize(buf.tobytes(), RecognitionOptions(flags=ALL_DETECT))
+    assert info.value.code is ErrorCode.NO_CARD
+
+
 # --------------------------------------------------------------------------- CLI
 
 

@@ -30,6 +30,11 @@ from worker.recognition.fields import (
 from worker.recognition.imageio import stretch_contrast
 from worker.recognition.layout import (
     ASPECT,
+    BACK_EMBLEM_MM,
+    CARD_H_MM,
+    CARD_H_PX,
+    CARD_W_MM,
+    CARD_W_PX,
     FIELD_MAX_HEIGHT_MM,
     FRONT_PORTRAIT_MM,
     TITLE_MAX_HEIGHT_MM,
@@ -39,7 +44,7 @@ from worker.recognition.layout import (
 from worker.recognition.locate import locate_cards, order_corners
 from worker.recognition.ocr import OcrEngine, TextLine, crop_line, get_ocr
 from worker.recognition.reader import CardRead, read_card, side_evidence
-from worker.recognition.rectify import to_photo
+from worker.recognition.rectify import rectify_card, rotate_180, to_photo
 from worker.recognition.register import landmark_error, refined_corners
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,15 @@ NUMBER_SQUEEZES = (1.0, 0.6, 1.6)
 MAX_REGISTRATIONS = 2
 # A read whose landmarks are further than this from the layout is worth a second outline.
 POOR_REGISTRATION_MM = 4.0
+# An unreadable card is answered (fields "", with its alerts) only when the locator's
+# best outline scores at least this (a clear card-shaped outline; locate.py's score:
+# edge support, aspect, fill, size) ...
+UNREADABLE_MIN_OUTLINE = 0.8
+# ... and one of these requested alerts is raised on it: the reason it cannot be read.
+UNREADABLE_REASONS = ("blur", "reproduce")
+# The back's emblem is red: its box is this much redder (Lab a*, 8-bit units) than the
+# card's median when the unreadable card shows its back.
+EMBLEM_REDNESS = 8.0
 
 
 @dataclass
@@ -268,9 +282,81 @@ def analyse(image: imageio.LoadedImage, options: RecognitionOptions) -> Recognit
             rec.front = r
         elif r.read.side == "back" and rec.back is None:
             rec.back = r
+    if rec.front is None and rec.back is None and options.alerts:
+        t0 = time.perf_counter()
+        unread = unreadable_card(image, options, ocr)
+        rec.timings["unreadable"] = time.perf_counter() - t0
+        if unread is not None:
+            setattr(rec, unread.read.side or "front", unread)
     if rec.front is None and rec.back is None:
         raise ServiceError(ErrorCode.NO_CARD, "no ID card found in the image, or too poor to read")
     return rec
+
+
+def _guess_side(bgr: np.ndarray, corners: np.ndarray) -> tuple[str, np.ndarray]:
+    """Which side an unreadable card shows, and its corners upright, from its look: the
+    back's emblem is a red disc in the top-left corner, the front's portrait (hair,
+    clothes) a dark box on the right. Blur leaves both visible."""
+    best: tuple[float, str, np.ndarray] | None = None
+    for quad in (corners, rotate_180(corners)):
+        card, _ = rectify_card(bgr, quad)
+        lab = cv2.cvtColor(card, cv2.COLOR_BGR2Lab)
+        x0, y0, x1, y1 = (int(round(mm(v))) for v in BACK_EMBLEM_MM)
+        redness = float(np.median(lab[y0:y1, x0:x1, 1])) - float(np.median(lab[..., 1]))
+        if best is None or redness > best[0]:
+            best = (redness, "back", quad)
+    assert best is not None
+    if best[0] >= EMBLEM_REDNESS:
+        return best[1], best[2]
+    card, _ = rectify_card(bgr, corners)
+    grey = cv2.cvtColor(card, cv2.COLOR_BGR2GRAY)
+    x0, y0, x1, y1 = FRONT_PORTRAIT_MM
+    box = grey[int(mm(y0)):int(mm(y1)), int(mm(x0)):int(mm(x1))]
+    flipped = grey[int(mm(CARD_H_MM - y1)):int(mm(CARD_H_MM - y0)),
+                   int(mm(CARD_W_MM - x1)):int(mm(CARD_W_MM - x0))]
+    upright = float(box.mean()) <= float(flipped.mean())
+    return "front", corners if upright else rotate_180(corners)
+
+
+def _turned(ln: TextLine) -> TextLine:
+    """A line of the card image turned by 180 degrees."""
+    q = np.stack([CARD_W_PX - ln.quad[:, 0], CARD_H_PX - ln.quad[:, 1]], axis=1)
+    return TextLine(np.roll(q, 2, axis=0).astype(np.float32), ln.text, ln.score)
+
+
+def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
+                    ocr: OcrEngine) -> ReadSide | None:
+    """A card that is clearly in the photo but cannot be read, as a side with no field
+    read, when the request asks for an alert that says why (blur, reproduce): the
+    caller learns the card is there and blurred (or recaptured) instead of a bare
+    AIS.0104. None when there is no clear outline, or no requested reason is raised
+    (a photo without an ID card, say, stays AIS.0104)."""
+    wanted = [a for a in options.alerts if a in UNREADABLE_REASONS]
+    if not wanted:
+        return None
+    bgr = image.bgr
+    cands = locate_cards(bgr, max_cards=1)
+    if not cands or cands[0].score < UNREADABLE_MIN_OUTLINE:
+        return None
+    r = read_card(ocr, bgr, cands[0].corners)
+    side = r.side
+    corners = np.asarray(r.corners, np.float32)
+    if side is None:
+        side = options.side if options.side in ("front", "back") else None
+        guessed, upright = _guess_side(bgr, corners)
+        if side is None or side == guessed:
+            side, corners = guessed, upright
+        if not np.allclose(corners, r.corners):  # turned over: the same boxes, turned
+            card, m = rectify_card(bgr, corners)
+            r = CardRead(corners=corners, photo_to_card=m, card=card,
+                         lines=[_turned(ln) for ln in r.lines])
+        r.side = side
+    limits = alerts.thresholds()
+    ctx = alerts.AlertContext(image, r, readable=False)
+    scores = alerts.evaluate(ctx, wanted)
+    if not any(scores[a] >= limits[a] for a in wanted):
+        return None
+    return ReadSide(r, CardFields())
 
 
 def recognize(
@@ -347,7 +433,8 @@ def _side_result(rec: Recognition, side_name: str, options: RecognitionOptions,
     if options.wants("return_adjusted_image"):
         res["adjusted_image"] = imageio.encode_jpeg_base64(side.read.card)
     if options.alerts:
-        res.update(alerts.response_fields(alerts.AlertContext(rec.image, side.read), options))
+        ctx = alerts.AlertContext(rec.image, side.read, readable=_completeness(side.fields) > 0)
+        res.update(alerts.response_fields(ctx, options))
     return res
 
 

@@ -147,9 +147,14 @@ def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
 class AlertContext:
     """The photo and one read card side, with lazily computed shared views."""
 
-    def __init__(self, image: LoadedImage, read: CardRead) -> None:
+    def __init__(self, image: LoadedImage, read: CardRead, readable: bool = True) -> None:
         self.image = image
         self.read = read
+        #: False for a card the engine answers without having read any field (too
+        #: blurred, a strong moiré): its side was guessed from its look, its lines are
+        #: not text, so the detectors that compare the card with its layout (blocking,
+        #: glare, tampering) do not judge it.
+        self.readable = readable
 
     # --- what the engine already has -------------------------------------------------
 

@@ -18,7 +18,8 @@ wholly inside them cannot be told from the photo (one reaching out over the pape
 seen by that part). Cells are placed by the layout fitted to the recognised captions
 (:attr:`AlertContext.layout_to_card`), so a card read from a rough outline is judged on
 its paper, not on the background around it. Not judged at all (score 0), because
-where its paper lies is not known well enough: a card cut off by the frame
+where its paper lies is not known well enough: a card of which no field could be read
+(:attr:`AlertContext.readable`), a card cut off by the frame
 (:attr:`AlertContext.cut_off`: read from what is left of it), a card too blurred to
 read (the blur alert's decision point: which side is up is not reliable either), and a
 temporary card (laid out otherwise).
@@ -116,8 +117,10 @@ class BlockingDetector:
 
     def measure(self, ctx: AlertContext) -> float:
         """Share of the judged cells in the largest covered region."""
-        if ctx.cut_off:
-            return 0.0  # read from what is left of the card: the layout is not reliable
+        if not ctx.readable or ctx.cut_off:
+            # Nothing read (side guessed), or read from what is left of the card: the
+            # layout is not reliable.
+            return 0.0
         if BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
             return 0.0  # too blurred to read: which side is up is not reliable either
         if InterimDetector().score(ctx) >= 50:

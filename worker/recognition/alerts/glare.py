@@ -17,7 +17,8 @@ shows none but light is evidence of glare over the text, which is what makes a c
 unreadable. A patch of paper colour pasted over a field (tampering) empties cells too,
 but adds no light. Not judged (score 0), because the layout does not say where print
 must be: a black-and-white copy (the cells were measured on the colour print, whose
-light inks a copier drops), a card cut off by the frame (:attr:`AlertContext.cut_off`:
+light inks a copier drops), a card of which no field could be read
+(:attr:`AlertContext.readable`), a card cut off by the frame (:attr:`AlertContext.cut_off`:
 read from what is left of it), a temporary card (laid out otherwise), a blurred card
 (faint everywhere), and a card whose always-printed cells mostly hold neither ink nor
 washed-out light (the reader's outline is not where the card is).
@@ -82,8 +83,10 @@ class GlareDetector:
 
     def measure(self, ctx: AlertContext) -> float:
         """The number of always-printed cells washed out (soft count)."""
-        if ctx.cut_off:
-            return 0.0  # read from what is left of the card: the layout is not reliable
+        if not ctx.readable or ctx.cut_off:
+            # Nothing read (side guessed), or read from what is left of the card: the
+            # layout is not reliable.
+            return 0.0
         if ctx.chroma_spread < MONOCHROME:
             # A black-and-white copy: the cells were measured on the colour print (the
             # gold emblem, tinted guilloche), which a copier turns white.

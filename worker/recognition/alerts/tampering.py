@@ -84,6 +84,8 @@ class TamperingDetector:
     def score(self, ctx: AlertContext) -> int:
         if EDITORS.search(ctx.software or ""):
             return SCORE_EDITOR
+        if not ctx.readable:
+            return 0  # no field read: no value line to judge a patch by
         return logistic_score(-self._texture(ctx), -CENTRE_LOG_RATIO, WIDTH_LOG_RATIO)
 
     # --- the pasted patch --------------------------------------------------------------
