@@ -260,3 +260,31 @@ def test_a_candidate_with_a_character_the_recogniser_lacks_is_not_chosen() -> No
                            _rec=SimpleNamespace(postprocess_op=SimpleNamespace(dict=alphabet)))
     best, _ = OcrEngine.best_of(fake, None, ["鑫县", "酃县", "蠡县"], priors=[0.0, 4.0, 4.0])
     assert best == "蠡县"
+
+
+def test_traditional_forms_are_read_as_the_simplified_ones_cards_print() -> None:
+    # The recogniser's vocabulary holds both forms and sometimes reads 车 as 車: the
+    # frames' evidence for 車 goes to 车; 乾 (乾县, a standard character of its own) stays.
+    from worker.recognition.ocr import _Folded, traditional_to_simplified
+
+    assert traditional_to_simplified()["車"] == "车"
+    chars = ["blank", "車", "车", "乾", "干", "媽", "馬", "妈", "马", " "]
+    idx = {c: i for i, c in enumerate(chars)}
+    probs = np.zeros((1, 3, len(chars)), dtype=np.float32)
+    probs[0, 0, [idx["車"], idx["车"], 0]] = [0.6, 0.1, 0.3]
+    probs[0, 1, [idx["乾"], idx["干"]]] = [0.7, 0.3]
+    probs[0, 2, [idx["媽"], idx["馬"], idx["妈"]]] = [0.5, 0.2, 0.3]
+
+    out = _Folded(lambda blob: [probs.copy()], chars)(None)[0][0]
+    assert out[0, idx["车"]] == pytest.approx(0.7) and out[0, idx["車"]] == 0.0
+    assert out[1, idx["乾"]] == pytest.approx(0.7)
+    assert out[2, idx["妈"]] == pytest.approx(0.8) and out[2, idx["马"]] == pytest.approx(0.2)
+    assert out.sum() == pytest.approx(probs.sum())
+
+
+def test_the_recognition_model_ships_in_a_registry_wheel() -> None:
+    from pathlib import Path
+
+    from worker.recognition.ocr import rec_model_path
+
+    assert Path(rec_model_path()).stat().st_size > 1_000_000

@@ -1,7 +1,11 @@
 """The OCR models: PP-OCR text detection, direction classification and recognition.
 
-The ONNX models ship inside the ``rapidocr-onnxruntime`` wheel, so nothing is fetched at
-run time. They are loaded once per process (:func:`get_ocr`). We call the three stages
+The ONNX models ship inside registry wheels, so nothing is fetched at run time:
+detection (PP-OCRv4) and the direction classifier come with ``rapidocr-onnxruntime``,
+recognition is the PP-OCRv6 small model that the ``rapidocr`` 3.x wheel carries (it
+reads rare name and place characters that PP-OCRv4 mobile confused, 佘 as 余, 嫣 as 媽,
+and its 18 700 characters hold every one of the region table's). They are loaded once
+per process (:func:`get_ocr`). We call the three stages
 separately rather than through ``RapidOCR.__call__`` because the engine decides where to
 look: it runs detection on the rectified card only and recognition on the lines it needs.
 """
@@ -9,6 +13,7 @@ look: it runs detection on the rectified card only and recognition on the lines 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import threading
 from collections.abc import Callable
@@ -74,11 +79,14 @@ class OcrEngine:
         kwargs = {}
         if threads > 0:
             kwargs = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-        rapid = RapidOCR(**kwargs)
+        rapid = RapidOCR(rec_model_path=str(rec_model_path()), **kwargs)
         self._rapid = rapid
         self._det = rapid.text_det
         self._cls = rapid.text_cls
         self._rec = rapid.text_rec
+        # Every caller of the recogniser's session (greedy reading, frame scores) sees
+        # traditional forms folded into the simplified ones the card prints.
+        self._rec.session = _Folded(self._rec.session, self._rec.postprocess_op.character)
         # onnxruntime sessions are thread-safe, but RapidOCR's pre/post-processing keeps
         # per-call state on the objects, so one call at a time per process.
         self._lock = threading.Lock()
@@ -176,6 +184,107 @@ class OcrEngine:
         with self._lock:
             res, _ = self._rapid(bgr)
         return [TextLine(np.asarray(q, dtype=np.float32), t, float(s)) for q, t, s in res or []]
+
+
+# The recognition model inside the ``rapidocr`` wheel (found without importing it).
+REC_MODEL_PACKAGE = "rapidocr"
+REC_MODEL_FILE = "models/PP-OCRv6_rec_small.onnx"
+
+
+def rec_model_path() -> str:
+    spec = importlib.util.find_spec(REC_MODEL_PACKAGE)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(root, REC_MODEL_FILE)
+        if os.path.isfile(path):
+            return path
+    raise RuntimeError(
+        f"the recognition model {REC_MODEL_FILE} of the '{REC_MODEL_PACKAGE}' package is "
+        "missing: pip install -e . installs it"
+    )
+
+
+# Characters printed on cards in their traditional form: standard characters of their
+# own (乾 in 乾县, 於 as a surname), never folded.
+_STANDARD_TRADITIONAL = frozenset("乾於徵噁藉夥")
+
+
+@functools.cache
+def traditional_to_simplified() -> dict[str, str]:
+    """Traditional character → its simplified form (OpenCC's character table, first
+    choice), from the ``opencc-python-reimplemented`` package's data; empty without it."""
+    spec = importlib.util.find_spec("opencc")
+    table: dict[str, str] = {}
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(root, "dictionary", "TSCharacters.txt")
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                trad, _, simp = line.rstrip("\n").partition("\t")
+                first = simp.split(" ")[0]
+                if len(trad) == 1 and len(first) == 1 and first != trad:
+                    table[trad] = first
+        break
+    return table
+
+
+def fold_columns(characters: list[str], keep: set[str] | frozenset[str] = frozenset()
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) column indices: each traditional character the recogniser can
+    output and its simplified form, where both are in ``characters`` and the source is
+    neither in ``keep`` nor a standard character of its own."""
+    from worker.recognition import idnumber
+
+    index = {ch: i for i, ch in enumerate(characters)}
+    places = set("".join(idnumber._region_table().values()))
+    src, dst = [], []
+    for trad, simp in traditional_to_simplified().items():
+        if (trad in index and simp in index and trad not in keep and trad not in places
+                and trad not in _STANDARD_TRADITIONAL):
+            src.append(index[trad])
+            dst.append(index[simp])
+    return np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64)
+
+
+# Below this a traditional form's probability in a frame is noise, left where it is.
+_FOLD_MIN_PROB = 1e-4
+
+
+class _Folded:
+    """The recogniser's session with the probability of each traditional character
+    added to its simplified form's.
+
+    Resident ID cards print simplified characters, but the recogniser's vocabulary has
+    both forms and now and then reads 车 as 車; a frame's evidence for either is
+    evidence for the character the card can carry.
+    """
+
+    def __init__(self, session: Callable, characters: list[str]) -> None:
+        self._session = session
+        src, dst = fold_columns(characters)
+        order = np.argsort(dst, kind="stable")
+        self._src, dst = src[order], dst[order]
+        # Sources grouped by target: several traditional forms may share one.
+        self._targets, self._starts = np.unique(dst, return_index=True)
+
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        outs = list(self._session(blob))
+        if self._src.size:
+            probs = outs[0]
+            if not probs.flags.writeable:
+                probs = outs[0] = probs.copy()
+            flat = probs.reshape(-1, probs.shape[-1])
+            moved = flat[:, self._src]
+            # Only frames where a traditional form has any weight need the work.
+            rows = np.flatnonzero(moved.max(axis=1) > _FOLD_MIN_PROB)[:, None]
+            if rows.size:
+                flat[rows, self._targets] += np.add.reduceat(
+                    moved[rows[:, 0]], self._starts, axis=1)
+                flat[rows, self._src] = 0.0
+        return outs
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
 
 
 def crop_line(
