@@ -1213,42 +1213,48 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         },
     }
 
+    phases = set(args.phases)
+    summary["config"]["phases"] = "".join(sorted(phases))
     # a) the API, PostgreSQL and the broker only.
-    levels = [phase_submit(svc, images, plan, k, meter, engine)
-              for k in plan.submit_concurrency]
-    summary["submit"] = levels[0]
-    if len(levels) > 1:
-        summary["submit_other_concurrency"] = {f"k{r['concurrency']}": r
-                                               for r in levels[1:]}
-    summary["submit"]["storage"] = clear_backlog(svc, engine)
+    if "a" in phases:
+        levels = [phase_submit(svc, images, plan, k, meter, engine)
+                  for k in plan.submit_concurrency]
+        summary["submit"] = levels[0]
+        if len(levels) > 1:
+            summary["submit_other_concurrency"] = {f"k{r['concurrency']}": r
+                                                   for r in levels[1:]}
+        summary["submit"]["storage"] = clear_backlog(svc, engine)
 
     # b) one idle worker, one job at a time.
-    say("b) idle overhead: starting 1 worker (interactive, -c 1)")
-    idle_workers = start_workers(children, env, logs, count=1, queues="interactive",
-                                 tag="idle", threads=args.idle_threads, hook=hook)
-    summary["idle_overhead"] = phase_idle(svc, images, plan.idle_samples, engine_log,
-                                          args.gap, meter)
-    children.stop(idle_workers)
+    if "b" in phases:
+        say("b) idle overhead: starting 1 worker (interactive, -c 1)")
+        idle_workers = start_workers(children, env, logs, count=1, queues="interactive",
+                                     tag="idle", threads=args.idle_threads, hook=hook)
+        summary["idle_overhead"] = phase_idle(svc, images, plan.idle_samples, engine_log,
+                                              args.gap, meter)
+        children.stop(idle_workers)
 
     # c) the same bulk batch with 1 and 2 worker processes.
-    scaling: dict[str, Any] = {}
-    for n in (1, 2):
-        say(f"c) scaling: starting {n} worker process(es) (bulk, -c 1, 1 OCR thread)")
-        procs = start_workers(children, env, logs, count=n, queues="bulk", tag=f"bulk{n}",
-                              threads="1", hook=hook)
-        time.sleep(1.0)  # let the start-up settle
-        res = phase_scale(svc, images, plan.scale_jobs, procs, engine, engine_log, meter)
-        scaling[f"workers_{n}"] = res
-        say(f"c) {n} worker(s): {res['jobs_per_s']} jobs/s "
-            f"(engine-bound {res['engine_bound_jobs_per_s']})")
-        children.stop(procs)
-    j1 = scaling["workers_1"]["jobs_per_s"]
-    j2 = scaling["workers_2"]["jobs_per_s"]
-    scaling["scaling_ratio_2_over_1"] = round(j2 / j1, 3) if j1 and j2 else None
-    summary["scaling"] = scaling
+    if "c" in phases:
+        scaling: dict[str, Any] = {}
+        for n in (1, 2):
+            say(f"c) scaling: starting {n} worker process(es) (bulk, -c 1, 1 OCR thread)")
+            procs = start_workers(children, env, logs, count=n, queues="bulk",
+                                  tag=f"bulk{n}", threads="1", hook=hook)
+            time.sleep(1.0)  # let the start-up settle
+            res = phase_scale(svc, images, plan.scale_jobs, procs, engine, engine_log,
+                              meter)
+            scaling[f"workers_{n}"] = res
+            say(f"c) {n} worker(s): {res['jobs_per_s']} jobs/s "
+                f"(engine-bound {res['engine_bound_jobs_per_s']})")
+            children.stop(procs)
+        j1 = scaling["workers_1"]["jobs_per_s"]
+        j2 = scaling["workers_2"]["jobs_per_s"]
+        scaling["scaling_ratio_2_over_1"] = round(j2 / j1, 3) if j1 and j2 else None
+        summary["scaling"] = scaling
 
     # d) interactive latency while bulk work saturates its own worker.
-    if plan.isolation_samples:
+    if plan.isolation_samples and "d" in phases:
         say("d) isolation: 1 interactive + 1 bulk worker (-c 1, 1 OCR thread each)")
         iso = (start_workers(children, env, logs, count=1, queues="interactive",
                              tag="iso-interactive", threads="1", hook=hook)
@@ -1258,13 +1264,15 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
                                                args.gap, engine, meter)
         children.stop(iso)
 
-    idle = summary["idle_overhead"]
-    q50 = idle["async"]["submit_to_started_ms"].get("p50")
-    s50 = idle["sync"]["overhead_ms"].get("p50")
-    summary["goals"] = {
-        "queue_overhead_p50_lt_30ms": q50 is not None and q50 < OVERHEAD_GOAL_MS,
-        "sync_overhead_p50_lt_30ms": s50 is not None and s50 < OVERHEAD_GOAL_MS,
-    }
+    summary["goals"] = {}
+    if "idle_overhead" in summary:
+        idle = summary["idle_overhead"]
+        q50 = idle["async"]["submit_to_started_ms"].get("p50")
+        s50 = idle["sync"]["overhead_ms"].get("p50")
+        summary["goals"].update({
+            "queue_overhead_p50_lt_30ms": q50 is not None and q50 < OVERHEAD_GOAL_MS,
+            "sync_overhead_p50_lt_30ms": s50 is not None and s50 < OVERHEAD_GOAL_MS,
+        })
     if "isolation" in summary:
         r = summary["isolation"]["ratio_p50"]
         summary["goals"]["interactive_p50_under_bulk_within_20pct"] = (
@@ -1300,6 +1308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--isolation-samples", type=int, metavar="N",
                    help="d) sync samples idle and under bulk load (default by plan; "
                         "0 skips the phase)")
+    p.add_argument("--phases", default="abcd", type=_phases, metavar="LETTERS",
+                   help="which phases to run, e.g. 'b' for the idle overhead alone "
+                        "(default abcd: all)")
     p.add_argument("--gap", type=float, default=0.3, metavar="S",
                    help="b) idle pause before each sample (default 0.3 s)")
     p.add_argument("--idle-threads", default=None, metavar="N",
@@ -1333,6 +1344,13 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("at least one positive integer")
     return values
+
+
+def _phases(text: str) -> str:
+    letters = text.strip().lower()
+    if not letters or set(letters) - set("abcd"):
+        raise argparse.ArgumentTypeError("letters among a, b, c, d")
+    return letters
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
