@@ -1,6 +1,6 @@
 """The database schema, declared once: Alembic's ``migrations/env.py`` reads this metadata.
 
-Columns ending in ``_enc`` hold Fernet tokens (``idcard.crypto``): everything that may
+Columns ending in ``_enc`` hold ciphertext (AES-256-GCM, ``idcard.crypto``): everything that may
 identify a person (image, URL, recognised fields) lives only there. The other columns,
 ``job_events.detail`` included, never hold personal data.
 """
@@ -194,6 +194,8 @@ class Job(Base):
     priority: Mapped[str] = mapped_column(String(16))
     options: Mapped[dict[str, Any]]  # side and flags only
     input_kind: Mapped[str] = mapped_column(String(8))
+    # Where an image input waits: NULL in job_inputs, 'redis' in Redis (idcard.inputs).
+    input_store: Mapped[str | None] = mapped_column(String(8))
     url_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     client_reference: Mapped[str | None] = mapped_column(String(128))
