@@ -3,9 +3,10 @@ the dispatcher and the job service built from them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -18,19 +19,22 @@ from api.ratelimit import RateLimiter, RateLimitExceeded
 from api.ratelimit import check as check_rate_limit
 from api.replay import ReplayGuard, default_replay_guard
 from api.service import JobService
-from idcard.db import session_scope
+from idcard.db import new_session
 from idcard.settings import Settings
 
+# The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` one on
+# the thread pool, a hand-over (and a wake-up on a busy machine) per dependency.
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 
@@ -39,11 +43,27 @@ DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     """One transaction per request, committed before the response is sent (scope
-    'function'), rolled back on any error."""
-    with session_scope(settings.database_url) as session:
+    'function'), rolled back on any error.
+
+    Creating a session does no I/O, so only the end goes to the thread pool, and only
+    when a transaction is open (a route that committed its own work skips that trip).
+    """
+    session = new_session(settings.database_url)
+    try:
         yield session
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
+    except BaseException:
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.rollback, abandon_on_cancel=False)
+        raise
+    finally:
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close, abandon_on_cancel=False)
+        else:
+            session.close()  # no connection held: nothing to send
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
@@ -51,7 +71,7 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ProjectId = Annotated[str, Path(description="the project the credential belongs to")]
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter
 
 
@@ -88,21 +108,25 @@ async def current_caller(request: Request, project_id: ProjectId, session: Sessi
     caller = await authenticate(request, session, project_id,
                                 body_limit=_body_limit(request, settings),
                                 replay_guard=replay_guard)
-    # End the transaction now: no connection (nor SQLite's write lock) is held while a
-    # large body is still being uploaded.
-    await run_in_threadpool(session.commit)
     limit = caller.project.rate_limit_per_minute
     if limit is None:
         limit = settings.rate_limit_per_minute
-    if limit > 0:
-        try:
-            await run_in_threadpool(check_rate_limit, limiter, caller.project.id, limit)
-        except RateLimitExceeded:
-            # Refused before it did anything: the same signed request may come again
-            # after Retry-After (HTTP clients resend a 429 unchanged).
-            if replay_guard is not None and caller.replay_key is not None:
-                await replay_guard.release(caller.replay_key)
-            raise
+
+    def commit_and_count() -> None:
+        # End the transaction now: no connection (nor SQLite's write lock) is held while
+        # a large body is still being uploaded. One trip to the thread pool for both.
+        session.commit()
+        if limit > 0:
+            check_rate_limit(limiter, caller.project.id, limit)
+
+    try:
+        await run_in_threadpool(commit_and_count)
+    except RateLimitExceeded:
+        # Refused before it did anything: the same signed request may come again
+        # after Retry-After (HTTP clients resend a 429 unchanged).
+        if replay_guard is not None and caller.replay_key is not None:
+            await replay_guard.release(caller.replay_key)
+        raise
     return caller
 
 
@@ -123,7 +147,7 @@ JsonBody = Annotated[dict[str, Any], Depends(json_body)]
 BatchJsonBody = Annotated[dict[str, Any], Depends(batch_json_body)]
 
 
-def job_service(
+async def job_service(
     request: Request, caller: CallerDep, session: SessionDep, dispatcher: DispatcherDep,
     settings: SettingsDep, metrics: MetricsDep,
 ) -> JobService:

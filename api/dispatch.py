@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy import select
 
 from idcard.db import new_session
+from idcard.inputs import InputStash
 from idcard.models import TERMINAL_STATUSES, Job
 from idcard.queues import (
     ALL_QUEUES,
@@ -55,6 +56,9 @@ class Dispatcher(Protocol):
 
     def close(self) -> None:
         """Release threads and connections (app shutdown)."""
+
+    # ``input_stash``: an ``idcard.inputs.InputStash`` where the synchronous route leaves
+    # its photo for the worker, or None to keep every photo in the database.
 
 
 def job_status(job_id: str, database_url: str | None = None) -> str | None:
@@ -101,6 +105,8 @@ class CeleryDispatcher:
                                      health_check_interval=30)
         self._database_url = database_url
         self._poll_interval = poll_interval
+        # The workers read IDCARD_REDIS_URL: the stash must be in that Redis database.
+        self.input_stash: InputStash | None = InputStash(self._redis)
 
     def enqueue(self, job_id: str, queue: str) -> None:
         self._celery.send_task(TASK_RECOGNIZE, args=[job_id], queue=queue)
@@ -202,6 +208,7 @@ class InProcessDispatcher:
         self._pending: dict[str, _Pending] = {}
         self._waiting = dict.fromkeys(self._pools, 0)
         self._closed = False
+        self.input_stash: InputStash | None = None  # no Redis: photos in the database
 
     def enqueue(self, job_id: str, queue: str) -> None:
         pool = self._pools.get(queue)

@@ -29,17 +29,20 @@ from api.schemas import (
     job_path,
     job_response_body,
     job_view,
+    parse_recognition,
     timestamp,
 )
 from idcard.batches import batch_counts, batch_results, create_batch, get_batch
-from idcard.db import new_session
+from idcard.db import commit_without_waiting, new_session
 from idcard.errors import ErrorCode, ServiceError
+from idcard.inputs import GRACE_SECONDS, STORE_REDIS, InputStash
 from idcard.jobs import (
     cancel_job,
     create_job,
     fail_job,
     get_job,
     job_events,
+    keep_input,
     list_jobs,
     queue_for,
     read_result,
@@ -89,10 +92,14 @@ class JobService:
         if not self.dispatcher.ready():
             raise _not_ready("the job queue is unavailable; try again later")
 
-    def _enqueue(self, jobs: Sequence[Job]) -> bool:
+    def _enqueue(self, jobs: Sequence[Job], *, caller_waits: bool = False) -> bool:
         """Hand committed jobs over. On a broker failure the rest stay 'queued' in the
-        database, where the reconciler re-enqueues them; False then."""
+        database, where the reconciler re-enqueues them; False then. ``caller_waits``:
+        the synchronous route, whose commits before the answer need not wait for the
+        disk (``idcard.db.commit_without_waiting``)."""
         ok = True
+        if caller_waits:
+            commit_without_waiting(self.session)
         for index, job in enumerate(jobs):
             queue = queue_for(job.priority)
             try:
@@ -135,12 +142,30 @@ class JobService:
 
     # --- the synchronous route ----------------------------------------------------
 
+    @property
+    def _stash(self) -> InputStash | None:
+        return getattr(self.dispatcher, "input_stash", None)
+
+    def _stash_put(self, job_id: str, data_enc: bytes) -> None:
+        assert self._stash is not None
+        try:
+            self._stash.put(job_id, data_enc,
+                            self.settings.sync_timeout_seconds + GRACE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - Redis down: so is the broker
+            log.warning("input stash unavailable (%s)", type(exc).__name__)
+            raise _not_ready("the job queue is unavailable; try again later") from None
+
     def _start_sync_job(self, rec: RecognitionInput) -> str:
         self._require_ready()
+        # The photo goes through Redis when there is one (idcard.inputs): the caller is
+        # waiting, and the database write of 200 KB was the route's largest overhead.
+        # Nothing is promised before the answer, whose audited read commits normally.
+        commit_without_waiting(self.session)
         job, _ = create_job(self.session, self.project_id, rec.options, image=rec.image,
-                            url=rec.url, priority=Priority.INTERACTIVE, actor=self.actor)
+                            url=rec.url, priority=Priority.INTERACTIVE, actor=self.actor,
+                            stash=self._stash_put if self._stash is not None else None)
         self.session.commit()
-        if not self._enqueue([job]):
+        if not self._enqueue([job], caller_waits=True):
             # The caller is waiting and will retry: this job must never run later.
             fail_job(self.session, job.id, ErrorCode.NOT_READY, "job queue unavailable",
                      self.actor)
@@ -164,6 +189,7 @@ class JobService:
                 code = ErrorCode.RECOGNITION_FAILED
             return code.http_status, {"error_code": code.value, "error_msg": job.error_msg}
         elif job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            self._keep_stashed_input(job)
             raise ServiceError(
                 ErrorCode.SYNC_TIMEOUT,
                 f"recognition did not finish within {timeout:g} s; it goes on as job "
@@ -171,16 +197,41 @@ class JobService:
             )
         raise ServiceError(ErrorCode.RECOGNITION_FAILED, f"job {job.id} ended {job.status}")
 
-    async def recognize(self, rec: RecognitionInput) -> tuple[int, dict[str, Any]]:
-        """Run one recognition as an interactive job and wait for it: ``(status, body)``
-        with the vendor's body, or ``IDC.0408`` after IDCARD_SYNC_TIMEOUT_SECONDS."""
+    def _wait_and_answer(self, job_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        self.dispatcher.wait(job_id, timeout)
+        answer = self._sync_answer(job_id, timeout)
+        self.session.commit()  # the read's audit event, here rather than in another trip
+        return answer
+
+    def _keep_stashed_input(self, job: Job) -> None:
+        """The job goes on after a timeout: its photo moves from Redis to the database,
+        as durable as an asynchronous job's (a worker that has started has read it)."""
+        if job.input_store != STORE_REDIS or self._stash is None:
+            return
+        try:
+            data_enc = self._stash.get(job.id)
+        except Exception as exc:  # noqa: BLE001 - the worker may still read it there
+            log.warning("job %s: stashed input not kept (%s)", job.id, type(exc).__name__)
+            return
+        if data_enc is not None and keep_input(self.session, job.id, data_enc):
+            self.session.commit()
+
+    async def recognize(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Run one recognition of the vendor's request ``body`` as an interactive job and
+        wait for it: ``(status, body)`` with the vendor's body, or ``IDC.0408`` after
+        IDCARD_SYNC_TIMEOUT_SECONDS.
+
+        Two trips to a worker thread, as each costs a wake-up on a busy machine: one
+        decodes the body (up to 10 MB of base64, kept off the event loop), stores the job
+        and enqueues it; the other waits for the job and reads its answer.
+        """
         timeout = self.settings.sync_timeout_seconds
-        job_id = await run_in_threadpool(self._start_sync_job, rec)
+        job_id = await run_in_threadpool(
+            lambda: self._start_sync_job(parse_recognition(body)))
         # Waiting threads have their own limiter: slow recognitions must not starve the
         # thread pool that every other request runs on.
-        await anyio.to_thread.run_sync(self.dispatcher.wait, job_id, timeout,
-                                       limiter=self.wait_limiter)
-        return await run_in_threadpool(self._sync_answer, job_id, timeout)
+        return await anyio.to_thread.run_sync(self._wait_and_answer, job_id, timeout,
+                                              limiter=self.wait_limiter)
 
     # --- reading and cancelling ---------------------------------------------------
 
@@ -193,7 +244,11 @@ class JobService:
                         .get(job.id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return job_view(cancel_job(self.session, self.project_id, job_id, self.actor))
+        job = cancel_job(self.session, self.project_id, job_id, self.actor)
+        if job.input_store == STORE_REDIS and self._stash is not None:
+            self.session.commit()  # cancelled first: no worker starts it without input
+            self._stash.discard(job.id)
+        return job_view(job)
 
     def list_page(self, **filters: Any) -> dict[str, Any]:
         jobs, cursor = list_jobs(self.session, self.project_id, **filters)

@@ -14,16 +14,18 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import Row, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from idcard import crypto
 from idcard.audit import record_event
 from idcard.errors import ErrorCode, ServiceError
+from idcard.inputs import STORE_REDIS
 from idcard.models import (
     EventType,
     InputKind,
@@ -125,8 +127,13 @@ def create_job(
     actor: str,
     batch_id: str | None = None,
     now: datetime | None = None,
+    stash: Callable[[str, bytes], None] | None = None,
 ) -> tuple[Job, bool]:
     """A new queued job holding its (encrypted) input; ``(job, created)``.
+
+    ``stash(job_id, encrypted_image)``: where an image goes instead of ``job_inputs``
+    (the synchronous route's Redis, ``idcard.inputs``); the job records it as
+    ``input_store='redis'``. Called before anything is written: if it raises, no job.
 
     With an ``idempotency_key``: the same key with the same request answers the existing
     job and ``created=False``; with another request, ``IDC.0409``. The caller enqueues
@@ -171,7 +178,10 @@ def create_job(
         expires_at=now + _retention(),
     )
     rows: list[Job | JobInput] = [job]
-    if image is not None:
+    if image is not None and stash is not None:
+        stash(job.id, crypto.encrypt(image))
+        job.input_store = STORE_REDIS
+    elif image is not None:
         rows.append(JobInput(job_id=job.id, data_enc=crypto.encrypt(image)))
     if idempotency_key is None:
         session.add_all(rows)  # nothing to race on: no savepoint round trips
@@ -204,27 +214,49 @@ def record_enqueued(session: Session, job_id: str, actor: str, queue: str) -> No
 # --- transitions ----------------------------------------------------------------------
 
 
+# What a transition reads back from the row it changed (UPDATE ... RETURNING): the
+# audit event and the caller need these, and reading them costs no extra round trip.
+_RETURNED = (Job.id, Job.project_id, Job.status, Job.attempts, Job.created_at,
+             Job.started_at, Job.input_kind, Job.input_store, Job.options, Job.callback_url)
+
+
 def _transition(session: Session, job_id: str, from_: tuple[JobStatus, ...],
-                **values: Any) -> bool:
-    result = session.execute(
+                **values: Any) -> Row[Any] | None:
+    """The conditional UPDATE; the changed row's ``_RETURNED`` columns, or None when the
+    job was not in one of ``from_`` (someone else moved it first)."""
+    row = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_([s.value for s in from_]))
         .values(**values)
+        .returning(*_RETURNED)
         .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    ).one_or_none()
+    if row is not None:
+        # A copy of this job that the caller's session holds is stale now: reloaded when
+        # next read (the worker holds none, so nothing is read back on its path).
+        held = session.identity_map.get(session.identity_key(Job, (job_id,)))
+        if held is not None:
+            session.expire(held)
+    return row
 
 
-def _delete_input(session: Session, job: Job, actor: str, now: datetime) -> None:
-    # The image by reference dies with the job; so does the URL (it may name a person),
-    # which the transition itself has already set to NULL.
-    deleted = session.execute(
+def _end_events(session: Session, job: Row[Any], event: EventType, actor: str,
+                now: datetime, **detail: Any) -> None:
+    """The ending event, then the deletion of the input: the image by reference dies
+    with the job; so does the URL (it may name a person), which the transition itself
+    has already set to NULL. The DELETE goes first so that both events are inserted by
+    one statement. A photo stashed in Redis is deleted there by the caller right after
+    the commit (``idcard.inputs``)."""
+    # A stashed photo has no row here (keep_input clears input_store as it adds one).
+    deleted = 0 if job.input_store == STORE_REDIS else session.execute(
         delete(JobInput).where(JobInput.job_id == job.id)
         .execution_options(synchronize_session=False)
     ).rowcount
-    if deleted or job.input_kind == InputKind.URL.value:
+    record_event(session, job.id, job.project_id, event, actor, at=now, **detail)
+    if deleted or job.input_kind == InputKind.URL.value or job.input_store == STORE_REDIS:
         record_event(session, job.id, job.project_id, EventType.INPUT_DELETED, actor, at=now,
                      input_kind=job.input_kind)
+    session.flush()
 
 
 def start_job(
@@ -237,21 +269,30 @@ def start_job(
     message), recording 'retried'. Only one of two concurrent callers gets True from a
     queued job.
     """
+    return begin_job(session, job_id, actor, retry=retry, now=now) is not None
+
+
+def begin_job(
+    session: Session, job_id: str, actor: str, *, retry: bool = False,
+    now: datetime | None = None,
+) -> Row[Any] | None:
+    """``start_job`` answering the started job's ``id, project_id, status, attempts,
+    created_at, started_at, input_kind, input_store, options, callback_url`` (None: not
+    started)."""
     now = now or utcnow()
     values = {"status": JobStatus.RUNNING.value, "started_at": now,
               "attempts": Job.attempts + 1}
     event = EventType.STARTED
-    started = _transition(session, job_id, (JobStatus.QUEUED,), **values)
-    if not started and retry:
-        started = _transition(session, job_id, (JobStatus.RUNNING,), **values)
+    job = _transition(session, job_id, (JobStatus.QUEUED,), **values)
+    if job is None and retry:
+        job = _transition(session, job_id, (JobStatus.RUNNING,), **values)
         event = EventType.RETRIED
-    if not started:
-        return False
-    job = _reload(session, job_id)
+    if job is None:
+        return None
     record_event(session, job.id, job.project_id, event, actor, at=now,
                  attempts=job.attempts, wait_ms=_ms(job.created_at, now))
     session.flush()
-    return True
+    return job
 
 
 def _check_scores(scores: dict[str, Any] | None) -> dict[str, int] | None:
@@ -283,13 +324,10 @@ def succeed_job(
         webhook_state=case((Job.callback_url.is_not(None), WebhookState.PENDING.value),
                            else_=None),
     )
-    if not done:
+    if done is None:
         return False
-    job = _reload(session, job_id)
-    record_event(session, job.id, job.project_id, EventType.SUCCEEDED, actor, at=now,
-                 attempts=job.attempts, duration_ms=_ms(job.started_at, now))
-    _delete_input(session, job, actor, now)
-    session.flush()
+    _end_events(session, done, EventType.SUCCEEDED, actor, now, attempts=done.attempts,
+                duration_ms=_ms(done.started_at, now))
     return True
 
 
@@ -315,14 +353,10 @@ def fail_job(
         webhook_state=case((Job.callback_url.is_not(None), WebhookState.PENDING.value),
                            else_=None),
     )
-    if not done:
+    if done is None:
         return False
-    job = _reload(session, job_id)
-    record_event(session, job.id, job.project_id, EventType.FAILED, actor, at=now,
-                 code=code.value, attempts=job.attempts,
-                 duration_ms=_ms(job.started_at, now))
-    _delete_input(session, job, actor, now)
-    session.flush()
+    _end_events(session, done, EventType.FAILED, actor, now, code=code.value,
+                attempts=done.attempts, duration_ms=_ms(done.started_at, now))
     return True
 
 
@@ -341,15 +375,12 @@ def cancel_job(
         status=JobStatus.CANCELLED.value, finished_at=now, url_enc=None,
         expires_at=now + _retention(),
     )
-    if not done:
+    if done is None:
         job = _reload(session, job_id)
         raise ServiceError(ErrorCode.JOB_NOT_CANCELLABLE,
                            f"job cannot be cancelled: it is {job.status}")
-    job = _reload(session, job_id)
-    record_event(session, job.id, job.project_id, EventType.CANCELLED, actor, at=now)
-    _delete_input(session, job, actor, now)
-    session.flush()
-    return job
+    _end_events(session, done, EventType.CANCELLED, actor, now)
+    return _reload(session, job_id)
 
 
 # --- reads ----------------------------------------------------------------------------
@@ -463,6 +494,25 @@ def load_input(session: Session, job_id: str) -> bytes | str:
     if url_enc is not None:
         return crypto.decrypt_text(url_enc)
     raise ServiceError(ErrorCode.JOB_NOT_FOUND, "job input not found")
+
+
+def keep_input(session: Session, job_id: str, data_enc: bytes) -> bool:
+    """Move a photo stashed in Redis into ``job_inputs`` while its job has not ended (a
+    synchronous call timed out and the job goes on). False when the job has ended or
+    its photo is not stashed. The conditional UPDATE locks the job's row, so an ending
+    transition either comes first (nothing is kept) or deletes the kept row."""
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.input_store == STORE_REDIS,
+               Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(input_store=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not moved:
+        return False
+    session.add(JobInput(job_id=job_id, data_enc=data_enc))
+    session.flush()
+    return True
 
 
 def status_counts(session: Session, *conditions: Any) -> dict[str, int]:

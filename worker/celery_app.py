@@ -21,6 +21,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from idcard.db import dispose_engines
+from idcard.inputs import forget_clients as forget_redis_clients
 from idcard.queues import (
     ALL_QUEUES,
     QUEUE_BULK,
@@ -137,6 +138,7 @@ def _on_worker_process_init(**_: Any) -> None:
     """In each forked pool process."""
     # The parent's pooled connections must not be shared (nor closed) by a child.
     dispose_engines(close=False)
+    forget_redis_clients()
     if _consumes_recognition:
         # Load the OCR models now, so that the first job is not the slow one.
         import time

@@ -19,17 +19,18 @@ import traceback
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from idcard import jobs
+from idcard import crypto, jobs
 from idcard.audit import record_event
-from idcard.db import session_scope
+from idcard.db import commit_without_waiting, session_scope
 from idcard.errors import ErrorCode, ServiceError
+from idcard.inputs import STORE_REDIS, shared_redis, worker_stash
 from idcard.models import (
     EventType,
     Job,
@@ -92,23 +93,12 @@ def worker_actor() -> str:
 
 # --- completion signal -----------------------------------------------------------------
 
-_redis_clients: dict[str, Any] = {}
-
-
 def notify_done(job_id: str, status: str) -> None:
     """Publish ``status`` on ``done_channel(job_id)`` in Redis (the API's synchronous route
     waits on it). Best effort: the database stays the truth, so a Redis error is logged
     and swallowed."""
     try:
-        import redis
-
-        url = get_settings().redis_url
-        client = _redis_clients.get(url)
-        if client is None:
-            # Short timeouts: a down Redis must not hold up the worker.
-            client = _redis_clients[url] = redis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_timeout=2)
-        client.publish(done_channel(job_id), status)
+        shared_redis(get_settings().redis_url).publish(done_channel(job_id), status)
     except Exception as exc:  # noqa: BLE001 - never let the signal fail the job
         log.warning("job %s: completion signal not published (%s)", job_id,
                     type(exc).__name__)
@@ -199,22 +189,40 @@ class _Start:
     # The input, read in the same transaction: the image bytes or the URL to download.
     source: bytes | str | None = None
     input_error: ServiceError | None = None
+    # Whether the job has a webhook (a job's callback URL never changes).
+    has_callback: bool = False
+    # Whether its photo was stashed in Redis (deleted there once the job has ended).
+    stashed: bool = False
 
 
-def _started(session: Session, job_id: str, status: str, options: dict[str, Any]) -> _Start:
+def _started(session: Session, job: Any) -> _Start:
+    """``job``: the row ``jobs.begin_job`` answered."""
+    started = partial(_Start, True, job.status, job.options,
+                      has_callback=job.callback_url is not None,
+                      stashed=job.input_store == STORE_REDIS)
     try:
-        return _Start(True, status, options, source=jobs.load_input(session, job_id))
+        return started(source=_load_input(session, job))
     except ServiceError as exc:  # the input is gone: the job fails with that code
-        return _Start(True, status, options, input_error=exc)
+        return started(input_error=exc)
+
+
+def _load_input(session: Session, job: Any) -> bytes | str:
+    if job.input_store == STORE_REDIS:
+        data_enc = worker_stash().get(job.id)
+        if data_enc is not None:
+            return crypto.decrypt(data_enc)
+        # Not in Redis: a copy kept in the database after the call timed out, or gone.
+    return jobs.load_input(session, job.id)
 
 
 def _begin(job_id: str, actor: str, restart: bool) -> _Start:
     """queued → running, or restart a job whose previous run died; one transaction."""
     with session_scope() as session:
-        if jobs.start_job(session, job_id, actor):
-            job = session.get(Job, job_id, options=jobs.LIGHT)
-            assert job is not None
-            return _started(session, job_id, job.status, job.options)
+        # Lost in a database crash, the job is simply queued (or running) again.
+        commit_without_waiting(session)
+        started = jobs.begin_job(session, job_id, actor)
+        if started is not None:
+            return _started(session, started)
         job = session.get(Job, job_id, options=jobs.LIGHT, populate_existing=True)
         if job is None:
             return _Start(False, None)
@@ -229,8 +237,9 @@ def _begin(job_id: str, actor: str, restart: bool) -> _Start:
                 return _Start(False, job.status,
                               webhook_event_id=_pending_webhook(session, job,
                                                                 unattempted_only=True))
-            if jobs.start_job(session, job_id, actor, retry=True):
-                return _started(session, job_id, JobStatus.RUNNING.value, job.options)
+            started = jobs.begin_job(session, job_id, actor, retry=True)
+            if started is not None:
+                return _started(session, started)
         # Cancelled, finished, or running on a live worker: nothing to do. A finished job
         # whose webhook was never sent (its worker died right after finishing) still
         # gets it.
@@ -302,11 +311,21 @@ def run_job(
 
     def finish() -> tuple[str | None, str | None, bool]:
         with session_scope() as session:
+            if begin.stashed:
+                # A caller of the synchronous route waits for this job: its audited read
+                # of the result is the durable commit (idcard.db.commit_without_waiting).
+                commit_without_waiting(session)
             if body is not None:
                 done = jobs.succeed_job(session, job_id, body, scores_of(body), actor)
+                status = JobStatus.SUCCEEDED.value
             else:
                 assert error is not None
                 done = jobs.fail_job(session, job_id, error.code, error.message, actor)
+                status = JobStatus.FAILED.value
+            if done:
+                # This run ended it: its webhook (if any) is due, no need to read it back.
+                return status, (event_id_for(job_id, f"job.{status}")
+                                if begin.has_callback else None), True
             job = session.get(Job, job_id, options=jobs.LIGHT, populate_existing=True)
             if job is None:
                 return None, None, done
@@ -314,13 +333,15 @@ def run_job(
             return job.status, event_id, done
 
     status, event_id, done = with_db_retry(finish)
+    _notify(notifier, job_id, status)  # first: a caller of the sync route is waiting
+    if begin.stashed:
+        worker_stash().discard(job_id)
     if done:
         log.info("job %s: %s%s in %d ms", job_id, status,
                  f" ({error.code.value})" if error is not None else "", work_ms)
     else:
         # Someone else ended it first (a duplicate run): theirs is the outcome.
         log.info("job %s: already %s, this run's outcome dropped", job_id, status)
-    _notify(notifier, job_id, status)
     return JobRun(job_id, status, event_id, ran=done)
 
 

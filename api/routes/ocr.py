@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import CallerDep, JsonBody, ServiceDep
 from api.schemas import (
@@ -12,7 +11,6 @@ from api.schemas import (
     ErrorBody,
     IdCardRequest,
     IdCardResponse,
-    parse_recognition,
     request_body_doc,
 )
 
@@ -30,7 +28,5 @@ router = APIRouter(tags=["recognition"])
 async def recognize_id_card(
     caller: CallerDep, body: JsonBody, service: ServiceDep,
 ) -> JSONResponse:
-    # Decoding up to 10 MB of base64 is kept off the event loop.
-    request = await run_in_threadpool(parse_recognition, body)
-    status, answer = await service.recognize(request)
+    status, answer = await service.recognize(body)
     return JSONResponse(answer, status_code=status)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from idcard import crypto
@@ -23,12 +23,14 @@ from idcard.batches import BatchItem, batch_counts, batch_jobs, batch_results, c
 from idcard.cli import main as cli_main
 from idcard.db import create_db_engine, dispose_engines, session_scope
 from idcard.errors import ErrorCode, ServiceError
+from idcard.inputs import STORE_REDIS
 from idcard.jobs import (
     cancel_job,
     create_job,
     fail_job,
     get_job,
     job_events,
+    keep_input,
     list_jobs,
     load_input,
     purge_expired,
@@ -117,7 +119,7 @@ def run_parallel(n: int, work: Callable[[], Any]) -> list[Any]:
 
 
 def test_migrations_match_the_models(settings: Settings, database_url: str) -> None:
-    assert current_revision(database_url) == head_revision() == "0003"
+    assert current_revision(database_url) == head_revision() == "0004"
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -190,6 +192,49 @@ def test_lifecycle_success(session: Session, settings: Settings) -> None:
     assert not start_job(s, job.id, WORKER, retry=True)
     assert not succeed_job(s, job.id, RESULT, SCORES, WORKER)
     assert not fail_job(s, job.id, ErrorCode.NO_CARD, "no card", WORKER)
+
+
+def test_a_stashed_photo_stays_out_of_the_database_until_kept(session: Session) -> None:
+    """The sync route's photo goes to a stash (Redis in the service), encrypted; the job
+    says so. ``keep_input`` moves it into job_inputs only while the job has not ended."""
+    s = session
+    pid = new_project(s)
+    stashed: dict[str, bytes] = {}
+    job = new_job(s, pid, stash=stashed.__setitem__)
+    s.commit()
+    assert job.input_store == STORE_REDIS and s.get(JobInput, job.id) is None
+    assert set(stashed) == {job.id} and IMAGE not in stashed[job.id]
+    assert crypto.decrypt(stashed[job.id]) == IMAGE
+    assert code_of(lambda: load_input(s, job.id)) is ErrorCode.JOB_NOT_FOUND
+
+    assert keep_input(s, job.id, stashed[job.id])  # the call timed out: the job goes on
+    s.commit()
+    assert get_job(s, pid, job.id).input_store is None
+    assert load_input(s, job.id) == IMAGE
+    assert not keep_input(s, job.id, stashed[job.id])  # not stashed any more
+
+    # Ending a stashed job records the photo's deletion (the caller deletes the copy).
+    other = new_job(s, pid, stash=stashed.__setitem__)
+    assert start_job(s, other.id, WORKER)
+    assert succeed_job(s, other.id, RESULT, SCORES, WORKER)
+    s.commit()
+    assert not keep_input(s, other.id, stashed[other.id])  # ended: nothing is kept
+    assert s.get(JobInput, other.id) is None
+    assert events_of(s, pid, other.id) == ["created", "started", "succeeded",
+                                           "input_deleted"]
+
+
+def test_a_failing_stash_creates_no_job(session: Session) -> None:
+    s = session
+    pid = new_project(s)
+
+    def down(job_id: str, data: bytes) -> None:
+        raise ConnectionError("redis down")
+
+    with pytest.raises(ConnectionError):
+        new_job(s, pid, stash=down)
+    s.rollback()
+    assert s.scalar(select(func.count()).select_from(Job)) == 0
 
 
 def test_lifecycle_failure_of_a_url_job(session: Session) -> None:
@@ -721,8 +766,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_large_ciphertext_is_stored_uncompressed_and_binary(postgresql_url: str) -> None:
-    # Migration 0003: no pglz attempt on ciphertext; and the stored value is the binary
-    # Fernet token, a quarter smaller than its base64 text.
+    # Migration 0003: no pglz attempt on ciphertext (which is binary, idcard.crypto).
     from sqlalchemy import text
 
     engine = create_db_engine(postgresql_url)

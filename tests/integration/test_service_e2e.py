@@ -17,10 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from celery import Celery
+from sqlalchemy import select
 
 from idcard.db import session_scope
+from idcard.inputs import stash_key
 from idcard.migrate import upgrade
+from idcard.models import Job, JobInput
 from idcard.projects import create_project
 from idcard.settings import get_settings
 from idcard.webhooks import SIGNATURE_HEADER, verify
@@ -48,6 +52,7 @@ class Service:
     worker: WorkerProcess
     hooks: LocalServer
     api_log: Path
+    redis_url: str
 
     @property
     def base(self) -> str:
@@ -105,7 +110,7 @@ def service(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
                     httpx.Client(base_url=base, timeout=120,
                                  headers={"X-Auth-Token": creds["token"]}) as http:
                 yield Service(http, creds["project_id"], creds["webhook_secret"], worker,
-                              hooks, logs / "api.log")
+                              hooks, logs / "api.log", redis_url)
         finally:
             worker.stop()
             ping.close()
@@ -133,6 +138,15 @@ def test_sync_call_through_the_worker(service: Service, card: Any) -> None:
     assert r.json() == {"result": card.expected}
     r = service.http.post(service.base, json={"image": b64(b"\x00not an image")})
     assert r.status_code == 400 and r.json()["error_code"] == "AIS.0102"
+    # The photos went through Redis (idcard.inputs), not the database, and are gone.
+    with session_scope() as session:
+        jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(2)).all()
+        assert [j.input_store for j in jobs] == ["redis", "redis"]
+        assert not session.scalars(select(JobInput)).all()
+    held = redis.Redis.from_url(service.redis_url)
+    # Deleted by the worker right after it has told the API (so maybe just after this).
+    wait_until(lambda: not list(held.scan_iter(match=stash_key("*"))), 10, "stash empty")
+    held.close()
 
 
 def test_async_job_and_its_signed_webhook(service: Service, card: Any) -> None:

@@ -26,7 +26,15 @@ from celery import Celery
 from sqlalchemy import select
 
 from idcard.db import session_scope
-from idcard.jobs import cancel_job, create_job, queue_for, read_result, record_enqueued
+from idcard.inputs import InputStash, stash_key
+from idcard.jobs import (
+    cancel_job,
+    create_job,
+    keep_input,
+    queue_for,
+    read_result,
+    record_enqueued,
+)
 from idcard.migrate import upgrade
 from idcard.models import Job, JobEvent, JobInput, JobStatus, utcnow
 from idcard.options import RecognitionOptions
@@ -221,6 +229,67 @@ def test_image_job_succeeds_with_fields_events_and_input_deleted(stack: Stack, c
                                                       timeout=0.2), 10, "done signal")
     assert message["data"] == b"succeeded"
     listener.close()
+
+
+def _stash(stack: Stack) -> InputStash:
+    return InputStash(redis.Redis.from_url(stack.redis_url))
+
+
+def test_a_stashed_photo_is_read_from_redis_and_deleted_there(stack: Stack, card) -> None:
+    """The synchronous route's photo: in Redis (encrypted, with a TTL), never in the
+    database; gone from Redis once the job has ended."""
+    stash = _stash(stack)
+    with session_scope() as s:
+        job, _ = create_job(s, stack.project_id, RecognitionOptions(),
+                            image=card.image_bytes, actor=API,
+                            stash=lambda job_id, data: stash.put(job_id, data, 60))
+    held = redis.Redis.from_url(stack.redis_url)
+    stored = held.get(stash_key(job.id))
+    assert stored is not None and card.image_bytes[:64] not in stored
+    assert 0 < held.ttl(stash_key(job.id)) <= 60
+    stack.client.send_task(TASK_RECOGNIZE, args=[job.id], queue="interactive")
+
+    done = stack.wait(job.id)
+    assert done.status == "succeeded" and done.input_store == "redis", done.error_msg
+    _assert_card(stack.result(job.id)["result"], card.expected)
+    wait_until(lambda: held.get(stash_key(job.id)) is None, 10, "stash deleted")
+    assert "input_deleted" in stack.event_names(job.id)
+    with session_scope() as s:
+        assert s.get(JobInput, job.id) is None
+    held.close()
+
+
+def test_a_kept_photo_is_read_from_the_database(stack: Stack, card) -> None:
+    """After a sync call timed out the photo was kept in the database; the Redis copy
+    has expired since: the worker falls back to the database."""
+    stash = _stash(stack)
+    with session_scope() as s:
+        job, _ = create_job(s, stack.project_id, RecognitionOptions(),
+                            image=card.image_bytes, actor=API,
+                            stash=lambda job_id, data: stash.put(job_id, data, 60))
+    with session_scope() as s:
+        data = stash.get(job.id)
+        assert data is not None and keep_input(s, job.id, data)
+    stash.discard(job.id)
+    stack.client.send_task(TASK_RECOGNIZE, args=[job.id], queue="interactive")
+    done = stack.wait(job.id)
+    assert done.status == "succeeded", done.error_msg
+    with session_scope() as s:
+        assert s.get(JobInput, job.id) is None
+
+
+def test_a_stashed_photo_that_expired_fails_the_job_cleanly(stack: Stack, card) -> None:
+    stash = _stash(stack)
+    with session_scope() as s:
+        job, _ = create_job(s, stack.project_id, RecognitionOptions(),
+                            image=card.image_bytes, actor=API,
+                            stash=lambda job_id, data: stash.put(job_id, data, 60))
+    stash.discard(job.id)  # as if its TTL had run out
+    stack.client.send_task(TASK_RECOGNIZE, args=[job.id], queue="interactive")
+    done = stack.wait(job.id)
+    assert (done.status, done.error_code) == ("failed", "IDC.0404")
+    # ...and the worker goes on with the next job.
+    assert stack.wait(stack.submit(image=card.image_bytes)).status == "succeeded"
 
 
 def test_url_job_is_downloaded_through_a_redirect(stack: Stack, card,
