@@ -67,12 +67,16 @@ def _actor(project: Project, kind: str, previous: bool) -> str:
     return f"api:{kind}:previous"
 
 
-def _authenticate_token(session: Session, token: str) -> Caller:
+def _authenticate_token(session: Session, token: str, project_id: str,
+                        then: Callable[[Caller], None] | None) -> Caller:
     project = project_by_token(session, token)
     if project is None:
         raise _unauthorized("the X-Auth-Token is not valid")
-    return Caller(project=project,
-                  actor=_actor(project, "token", is_previous_token(project, token)))
+    caller = Caller(project=project,
+                    actor=_actor(project, "token", is_previous_token(project, token)))
+    if then is not None and project.id == project_id:
+        then(caller)  # in the same trip to the thread pool
+    return caller
 
 
 def signed_request(request: Request, body: bytes,
@@ -129,23 +133,29 @@ async def _authenticate_sdk_signature(
         if not await replay_guard.claim(key,
                                         sdk_signature.replay_ttl(sdk_date, received_at)):
             raise _unauthorized(REPLAYED)
+        request.state.replay_key = key  # released again if the rate limit refuses it
     actor = _actor(project, "aksk", project.access_key != auth.access_key)
     return Caller(project=project, actor=actor, replay_key=key)
 
 
 async def authenticate(request: Request, session: Session, project_id: str, *,
-                       body_limit: int, replay_guard: ReplayGuard | None = None) -> Caller:
+                       body_limit: int, replay_guard: ReplayGuard | None = None,
+                       then: Callable[[Caller], None] | None = None) -> Caller:
     """The caller of a ``/v2/{project_id}/...`` request, or ``APIGW.0301``.
 
     A credential is valid for its own project only: another ``project_id`` in the path
     is answered as a wrong credential, never with that project's data. ``body_limit``
     bounds what a signature check reads of the body (the route's own limit). With a
-    ``replay_guard``, a signature already seen is refused.
+    ``replay_guard``, a signature already seen is refused. ``then(caller)`` (blocking
+    I/O allowed) runs on the thread pool once the caller is known to be valid for
+    ``project_id``: with a token, in the same trip as the token's lookup.
     """
     token = request.headers.get(TOKEN_HEADER)
     authorization = request.headers.get("authorization", "")
     if token:
-        caller = await run_in_threadpool(_authenticate_token, session, token)
+        caller = await run_in_threadpool(_authenticate_token, session, token, project_id,
+                                         then)
+        then = None  # done, if the project matched
     elif authorization.startswith(SDK_SIGNATURE_SCHEME + " "):
         caller = await _authenticate_sdk_signature(request, session, body_limit,
                                                    replay_guard)
@@ -156,4 +166,6 @@ async def authenticate(request: Request, session: Session, project_id: str, *,
         raise _unauthorized(f"missing {TOKEN_HEADER} or AK/SK signature")
     if caller.project.id != project_id:
         raise _unauthorized("the credential is not valid for this project")
+    if then is not None:
+        await run_in_threadpool(then, caller)
     return caller

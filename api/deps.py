@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Caller, authenticate
-from api.body import json_object_body
+from api.body import json_object_body, read_limited_body, require_json_content_type
 from api.dispatch import Dispatcher
 from api.metrics import ApiMetrics
 from api.ratelimit import RateLimiter, RateLimitExceeded
@@ -105,29 +105,30 @@ async def current_caller(request: Request, project_id: ProjectId, session: Sessi
                          replay_guard: ReplayGuardDep) -> Caller:
     """The authenticated caller, within its project's rate limit (``APIGW.0301``,
     ``APIGW.0308``). Only authenticated requests count against a project's limit."""
-    caller = await authenticate(request, session, project_id,
-                                body_limit=_body_limit(request, settings),
-                                replay_guard=replay_guard)
-    limit = caller.project.rate_limit_per_minute
-    if limit is None:
-        limit = settings.rate_limit_per_minute
 
-    def commit_and_count() -> None:
+    def commit_and_count(caller: Caller) -> None:
         # End the transaction now: no connection (nor SQLite's write lock) is held while
-        # a large body is still being uploaded. One trip to the thread pool for both.
+        # a large body is still being uploaded. In the credential check's trip to the
+        # thread pool (authenticate's ``then``).
         session.commit()
+        limit = caller.project.rate_limit_per_minute
+        if limit is None:
+            limit = settings.rate_limit_per_minute
         if limit > 0:
             check_rate_limit(limiter, caller.project.id, limit)
 
     try:
-        await run_in_threadpool(commit_and_count)
+        return await authenticate(request, session, project_id,
+                                  body_limit=_body_limit(request, settings),
+                                  replay_guard=replay_guard, then=commit_and_count)
     except RateLimitExceeded:
-        # Refused before it did anything: the same signed request may come again
-        # after Retry-After (HTTP clients resend a 429 unchanged).
-        if replay_guard is not None and caller.replay_key is not None:
-            await replay_guard.release(caller.replay_key)
+        # Refused before it did anything: the same signed request may come again after
+        # Retry-After (HTTP clients resend a 429 unchanged). Only a signed request that
+        # passed its checks has claimed a replay key (request.state, see api.auth).
+        key = getattr(request.state, "replay_key", None)
+        if replay_guard is not None and key is not None:
+            await replay_guard.release(key)
         raise
-    return caller
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
@@ -137,6 +138,13 @@ async def json_body(request: Request, settings: SettingsDep) -> dict[str, Any]:
     return await json_object_body(request, settings.api_max_body_bytes)
 
 
+async def raw_json_body(request: Request, settings: SettingsDep) -> bytes:
+    """The body unparsed (JSON content type and size checked): for a route that parses
+    it in a trip to the thread pool it makes anyway (``api.body.parse_json_object``)."""
+    require_json_content_type(request)
+    return await read_limited_body(request, settings.api_max_body_bytes)
+
+
 async def batch_json_body(request: Request, settings: SettingsDep) -> dict[str, Any]:
     return await json_object_body(request, settings.batch_max_body_bytes)
 
@@ -144,6 +152,7 @@ async def batch_json_body(request: Request, settings: SettingsDep) -> dict[str, 
 # Declared after CallerDep in a route's signature: the credential is checked before a
 # byte of a (possibly 14 MB) body is read.
 JsonBody = Annotated[dict[str, Any], Depends(json_body)]
+RawJsonBody = Annotated[bytes, Depends(raw_json_body)]
 BatchJsonBody = Annotated[dict[str, Any], Depends(batch_json_body)]
 
 

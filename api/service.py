@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.body import parse_json_object
 from api.dispatch import Dispatcher
 from api.metrics import ApiMetrics
 from api.schemas import (
@@ -216,18 +217,19 @@ class JobService:
         if data_enc is not None and keep_input(self.session, job.id, data_enc):
             self.session.commit()
 
-    async def recognize(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Run one recognition of the vendor's request ``body`` as an interactive job and
-        wait for it: ``(status, body)`` with the vendor's body, or ``IDC.0408`` after
-        IDCARD_SYNC_TIMEOUT_SECONDS.
+    async def recognize(self, raw_body: bytes) -> tuple[int, dict[str, Any]]:
+        """Run one recognition of the vendor's request (``raw_body``, its JSON) as an
+        interactive job and wait for it: ``(status, body)`` with the vendor's body, or
+        ``IDC.0408`` after IDCARD_SYNC_TIMEOUT_SECONDS.
 
         Two trips to a worker thread, as each costs a wake-up on a busy machine: one
-        decodes the body (up to 10 MB of base64, kept off the event loop), stores the job
-        and enqueues it; the other waits for the job and reads its answer.
+        parses and decodes the body (up to 14 MB of JSON and base64, kept off the event
+        loop), stores the job and enqueues it; the other waits for the job and reads its
+        answer.
         """
         timeout = self.settings.sync_timeout_seconds
         job_id = await run_in_threadpool(
-            lambda: self._start_sync_job(parse_recognition(body)))
+            lambda: self._start_sync_job(parse_recognition(parse_json_object(raw_body))))
         # Waiting threads have their own limiter: slow recognitions must not starve the
         # thread pool that every other request runs on.
         return await anyio.to_thread.run_sync(self._wait_and_answer, job_id, timeout,

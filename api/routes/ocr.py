@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import CallerDep, JsonBody, ServiceDep
+from api.deps import CallerDep, RawJsonBody, ServiceDep
 from api.schemas import (
     ERROR_RESPONSES,
     ErrorBody,
@@ -26,7 +26,7 @@ router = APIRouter(tags=["recognition"])
                      "the job named in error_msg"}},
 )
 async def recognize_id_card(
-    caller: CallerDep, body: JsonBody, service: ServiceDep,
+    caller: CallerDep, body: RawJsonBody, service: ServiceDep,
 ) -> JSONResponse:
     status, answer = await service.recognize(body)
     return JSONResponse(answer, status_code=status)
