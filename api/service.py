@@ -48,6 +48,7 @@ from idcard.jobs import (
     queue_for,
     read_result,
     record_enqueued,
+    result_of,
 )
 from idcard.models import Job, JobStatus, Priority, WebhookDelivery
 from idcard.settings import Settings
@@ -157,7 +158,10 @@ class JobService:
             raise _not_ready("the job queue is unavailable; try again later") from None
 
     def _start_sync_job(self, rec: RecognitionInput) -> str:
-        self._require_ready()
+        if self._stash is None or rec.image is None:
+            # With a stash, its write is the check: Redis down refuses the call before
+            # anything is stored, and costs no separate round trip.
+            self._require_ready()
         # The photo goes through Redis when there is one (idcard.inputs): the caller is
         # waiting, and the database write of 200 KB was the route's largest overhead.
         # Nothing is promised before the answer, whose audited read commits normally.
@@ -178,8 +182,7 @@ class JobService:
         job = get_job(self.session, self.project_id, job_id)
         if job.status == JobStatus.SUCCEEDED.value:
             self.metrics.observe_job(job)
-            body = read_result(self.session, self.project_id, job.id, self.actor,
-                               purpose="sync")
+            body = result_of(self.session, job, self.actor, purpose="sync")
             if body is not None:
                 return 200, body
         elif job.status == JobStatus.FAILED.value:
