@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,28 @@ def make_case() -> Callable[..., Any]:
         return _case(seed, preset, side)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def photo_folder(make_case) -> Callable[..., dict[str, Any]]:
+    """``photo_folder(root, cards, broken)``: writes clean card photos under ``root``
+    (``cards``: relative path -> (seed, side); sub-folders made as needed) and the bytes
+    ``broken[1]`` as the file ``broken[0]``; returns the expected fields by absolute
+    path (the folders that ``idcard-ocr batch`` reads in its tests)."""
+
+    def write(root: Path, cards: dict[str, tuple[int, str]],
+              broken: tuple[str, bytes]) -> dict[str, Any]:
+        expected = {}
+        for name, (seed, side) in cards.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            case = make_case(seed, "clean", side)
+            path.write_bytes(case.image_bytes)
+            expected[str(path)] = case.expected
+        (root / broken[0]).write_bytes(broken[1])
+        return expected
+
+    return write
 
 
 @pytest.fixture(scope="session")

@@ -60,18 +60,11 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, make_case) -> tuple[Path, dict[str, Any]]:
+def photos(tmp_path_factory, photo_folder) -> tuple[Path, dict[str, Any]]:
     """A folder tree of six readable cards, a broken image and a file that is no image;
     and the expected fields by absolute path."""
     root = tmp_path_factory.mktemp("batch") / "photos"
-    expected = {}
-    for name, (seed, side) in CARDS.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        case = make_case(seed, "clean", side)
-        path.write_bytes(case.image_bytes)
-        expected[str(path)] = case.expected
-    (root / BROKEN).write_bytes(b"\xff\xd8 this is not a JPEG")
+    expected = photo_folder(root, CARDS, (BROKEN, b"\xff\xd8 this is not a JPEG"))
     (root / "notes.txt").write_text("not an image: not an item\n", encoding="utf-8")
     return root, expected
 

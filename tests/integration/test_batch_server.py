@@ -48,18 +48,10 @@ def rows_of(path: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory, make_case: Any
+def photos(tmp_path_factory: pytest.TempPathFactory, photo_folder: Any
            ) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("server-batch") / "photos"
-    expected = {}
-    for name, (seed, side) in CARDS.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        case = make_case(seed, "clean", side)
-        path.write_bytes(case.image_bytes)
-        expected[str(path)] = case.expected
-    (root / BROKEN).write_bytes(b"\x89PNG but no more")
-    return root, expected
+    return root, photo_folder(root, CARDS, (BROKEN, b"\x89PNG but no more"))
 
 
 def new_project(name: str) -> dict[str, str]:
