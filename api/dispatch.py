@@ -59,6 +59,8 @@ class Dispatcher(Protocol):
 
     # ``input_stash``: an ``idcard.inputs.InputStash`` where the synchronous route leaves
     # its photo for the worker, or None to keep every photo in the database.
+    # Optional: ``listen_for(job_id)`` before ``enqueue`` and ``stop_listening(job_id)``
+    # (see CeleryDispatcher), for a ``wait`` that needs no first database read.
 
 
 def job_status(job_id: str, database_url: str | None = None) -> str | None:
@@ -105,20 +107,47 @@ class CeleryDispatcher:
                                      health_check_interval=30)
         self._database_url = database_url
         self._poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._listening: dict[str, Any] = {}  # job id -> subscribed PubSub (``listen_for``)
         # The workers read IDCARD_REDIS_URL: the stash must be in that Redis database.
         self.input_stash: InputStash | None = InputStash(self._redis)
 
     def enqueue(self, job_id: str, queue: str) -> None:
         self._celery.send_task(TASK_RECOGNIZE, args=[job_id], queue=queue)
 
+    def listen_for(self, job_id: str) -> None:
+        """Subscribe to the job's completion before it is enqueued (the synchronous
+        route): no completion can come before the subscription, so ``wait`` skips its
+        first database read, which would otherwise compete with the worker for the CPU
+        while the job starts. Call ``wait`` (or ``stop_listening``) afterwards."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        if not self._subscribe(pubsub, job_id):
+            pubsub.close()
+            return
+        with self._lock:
+            self._listening[job_id] = pubsub
+
+    def stop_listening(self, job_id: str) -> None:
+        """Drop a ``listen_for`` that no ``wait`` will use (the enqueue failed)."""
+        with self._lock:
+            pubsub = self._listening.pop(job_id, None)
+        if pubsub is not None:
+            pubsub.close()
+
     def wait(self, job_id: str, timeout: float) -> str | None:
         from redis.exceptions import RedisError
 
         deadline = time.monotonic() + timeout
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        with self._lock:
+            pubsub = self._listening.pop(job_id, None)
         try:
-            listening = self._subscribe(pubsub, job_id)
-            next_poll = 0.0
+            if pubsub is not None:  # subscribed before the job was enqueued
+                listening = True
+                next_poll = time.monotonic() + self._poll_interval
+            else:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                listening = self._subscribe(pubsub, job_id)
+                next_poll = 0.0
             while (left := deadline - time.monotonic()) > 0:
                 if time.monotonic() >= next_poll:
                     status = job_status(job_id, self._database_url)
@@ -172,6 +201,10 @@ class CeleryDispatcher:
         return {q: sum(next(lengths) for _ in names) for q, names in keys.items()}
 
     def close(self) -> None:
+        with self._lock:
+            left, self._listening = list(self._listening.values()), {}
+        for pubsub in left:
+            pubsub.close()
         self._redis.close()
         self._celery.close()
 

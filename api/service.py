@@ -170,7 +170,11 @@ class JobService:
                             url=rec.url, priority=Priority.INTERACTIVE, actor=self.actor,
                             stash=self._stash_put if self._stash is not None else None)
         self.session.commit()
+        listen = getattr(self.dispatcher, "listen_for", None)  # optional (CeleryDispatcher)
+        if listen is not None:
+            listen(job.id)  # before the hand-over: its completion cannot be missed
         if not self._enqueue([job], caller_waits=True):
+            self._stop_listening(job.id)
             # The caller is waiting and will retry: this job must never run later.
             fail_job(self.session, job.id, ErrorCode.NOT_READY, "job queue unavailable",
                      self.actor)
@@ -200,6 +204,11 @@ class JobService:
                 f"{job.id}: poll GET {job_path(self.project_id, job.id)}",
             )
         raise ServiceError(ErrorCode.RECOGNITION_FAILED, f"job {job.id} ended {job.status}")
+
+    def _stop_listening(self, job_id: str) -> None:
+        stop = getattr(self.dispatcher, "stop_listening", None)
+        if stop is not None:
+            stop(job_id)
 
     def _wait_and_answer(self, job_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
         self.dispatcher.wait(job_id, timeout)
@@ -235,8 +244,11 @@ class JobService:
             lambda: self._start_sync_job(parse_recognition(parse_json_object(raw_body))))
         # Waiting threads have their own limiter: slow recognitions must not starve the
         # thread pool that every other request runs on.
-        return await anyio.to_thread.run_sync(self._wait_and_answer, job_id, timeout,
-                                              limiter=self.wait_limiter)
+        try:
+            return await anyio.to_thread.run_sync(self._wait_and_answer, job_id, timeout,
+                                                  limiter=self.wait_limiter)
+        finally:
+            self._stop_listening(job_id)  # one no wait took (the request was cancelled)
 
     # --- reading and cancelling ---------------------------------------------------
 

@@ -517,3 +517,28 @@ def test_broker_scan_sees_waiting_messages(stack: Stack) -> None:
     finally:
         redis.Redis.from_url(stack.redis_url).delete(parking)
         app.close()
+
+
+def test_a_listened_for_completion_is_never_missed(stack: Stack) -> None:
+    """The synchronous route subscribes before it enqueues: a completion published at
+    once (faster than any wait could subscribe) still ends the wait, with no database
+    read. Without the early subscription, such a message is lost and only the database
+    (which knows no such job here) could tell."""
+    from api.dispatch import CeleryDispatcher
+
+    dispatcher = CeleryDispatcher(stack.redis_url, stack.redis_url, poll_interval=0.2)
+    publisher = redis.Redis.from_url(stack.redis_url)
+    try:
+        early, late = secrets.token_hex(16), secrets.token_hex(16)
+        dispatcher.listen_for(early)
+        for job_id in (early, late):
+            publisher.publish(done_channel(job_id), "succeeded")
+        assert dispatcher.wait(early, timeout=2) == "succeeded"
+        assert dispatcher.wait(late, timeout=0.5) is None  # missed: not subscribed yet
+        # A subscription no wait takes is released.
+        dispatcher.listen_for(late)
+        dispatcher.stop_listening(late)
+        assert dispatcher.wait(late, timeout=0.3) is None
+    finally:
+        publisher.close()
+        dispatcher.close()
