@@ -307,6 +307,21 @@ def throwaway_postgres(admin_url: str) -> Iterator[str]:
 # --- child processes ---------------------------------------------------------------------
 
 
+def _share_precedence(pid: int) -> None:
+    """Give a child the bench's own CPU precedence, if it was given one.
+
+    With Linux's autogroup scheduling a new session (``start_new_session``) starts a
+    scheduling group of its own at nice 0, whatever the bench's: the service would lose
+    the precedence that the bench was run with (``echo -15 > /proc/$$/autogroup`` in
+    its shell, see the Results below) to whatever else runs on the machine."""
+    try:
+        mine = Path("/proc/self/autogroup").read_text().split("nice")[1].strip()
+        if int(mine) < 0:
+            Path(f"/proc/{pid}/autogroup").write_text(mine)
+    except (OSError, IndexError, ValueError):
+        pass  # no autogroup (or not allowed): nothing to share
+
+
 @dataclass
 class Proc:
     """A child in a session (process group) of its own, with its output in a log file."""
@@ -323,6 +338,7 @@ class Proc:
         self.proc = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        _share_precedence(self.proc.pid)
         return self
 
     @property
