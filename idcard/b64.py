@@ -13,10 +13,16 @@ engine's business (``worker.recognition.imageio``).
 
 from __future__ import annotations
 
-import base64
 import binascii
 
 from idcard.errors import ErrorCode, ServiceError
+
+try:
+    # SIMD base64 (same rules with validate=True): 0.03 ms instead of 1.5 ms for the
+    # 270 KB of a 200 KB photo, on the synchronous route's path.
+    from pybase64 import b64decode as _b64decode
+except ImportError:  # pragma: no cover - a declared dependency; the standard one works
+    from base64 import b64decode as _b64decode
 
 #: Contract section 1: "base64 at most 10 MB", counted in base64 characters.
 MAX_BASE64_CHARS = 10 * 1024 * 1024
@@ -41,6 +47,17 @@ def decode_image_b64(b64: object) -> bytes:
     """
     if not isinstance(b64, str):
         raise ServiceError(ErrorCode.INVALID_PARAMETER, "image must be a base64 string")
+    if b64 and len(b64) % 4 == 0 and len(b64) <= MAX_BASE64_CHARS:
+        # The usual value, compact and padded: checked and decoded in one pass. Anything
+        # else (whitespace, no padding, a bad character) takes the careful path below,
+        # which says what is wrong.
+        try:
+            data = _b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+        else:
+            if data:
+                return data
     if len(b64) > _MAX_RAW_BASE64_CHARS:
         raise _too_large(len(b64))
     if b64[:64].lstrip()[:5].lower() == "data:":
@@ -58,7 +75,7 @@ def decode_image_b64(b64: object) -> bytes:
         # b64decode rejects it below.
         compact += "=" * (-len(compact) % 4)
     try:
-        data = base64.b64decode(compact, validate=True)
+        data = _b64decode(compact, validate=True)
     except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
         raise ServiceError(ErrorCode.UNSUPPORTED_IMAGE, "image is not valid base64") from None
     if not data:

@@ -139,7 +139,9 @@ def test_base64_over_10mb_rejected_before_decoding(monkeypatch: pytest.MonkeyPat
     def must_not_decode(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("decoded a base64 string that is over the limit")
 
-    monkeypatch.setattr(imageio.base64, "b64decode", must_not_decode)
+    import idcard.b64
+
+    monkeypatch.setattr(idcard.b64, "_b64decode", must_not_decode)
     for length in (MAX_BASE64_CHARS + 4, 3 * MAX_BASE64_CHARS):
         with pytest.raises(ServiceError) as exc_info:
             decode_base64_image("A" * length)
