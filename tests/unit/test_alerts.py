@@ -197,6 +197,66 @@ def test_layout_detectors_do_not_judge_a_cut_off_card():
     assert REGISTRY["blocking_within_border"].measure(ctx) == 0.0
 
 
+def test_blocking_sees_an_object_over_the_portrait_background():
+    """A finger over the top of the portrait, reaching out beside the head: the light
+    background above and beside the head is judged like paper (only the head and
+    shoulders are left out)."""
+    ctx = _context(make_alert_photo(100409, "blocking_within_border", 1 / 3, "front"))
+    assert _raised("blocking_within_border", REGISTRY["blocking_within_border"].score(ctx))
+
+
+def test_glare_is_quiet_on_white_clothes_in_the_portrait():
+    """A holder in a white shirt: the portrait below the neck is as light as paper, and
+    that is no glare."""
+    ctx = _context(make_alert_photo(100881, "mild", 0.0, "front"))
+    assert not _raised("glare", REGISTRY["glare"].score(ctx))
+
+
+@pytest.mark.parametrize(("seed", "side"), [(100100, "front"), (100104, "back")])
+def test_layout_detectors_do_not_judge_a_copy(seed, side):
+    """A black-and-white copy: its paper is a copier's, glare and blocking abstain."""
+    ctx = _context(make_alert_photo(seed, "copy", 0.0, side))
+    assert _raised("copy", REGISTRY["copy"].score(ctx))
+    assert REGISTRY["blocking_within_border"].measure(ctx) == 0.0
+    assert REGISTRY["glare"].measure(ctx) == 0.0
+
+
+def test_blocking_does_not_judge_text_running_askew():
+    """Lines at an angle across the card image: the outline is not the card's."""
+    ctx = _context(make_alert_photo(100409, "blocking_within_border", 1 / 3, "front"))
+    turned = []
+    for ln in ctx.read.lines:
+        q = ln.quad.copy()
+        q[:, 1] += (q[:, 0] - q[:, 0].min()) * 0.2  # about 11 degrees
+        turned.append(TextLine(q.astype(np.float32), ln.text, ln.score))
+    askew = AlertContext(ctx.image, CardRead(corners=ctx.read.corners,
+                                             photo_to_card=ctx.read.photo_to_card,
+                                             card=ctx.card, lines=turned, side="front"))
+    assert askew.text_tilt > 6 > ctx.text_tilt
+    assert REGISTRY["blocking_within_border"].measure(askew) == 0.0
+
+
+def test_layout_fit_follows_a_card_read_at_half_size():
+    """Captions where a card read from an outline twice its size puts them (a copy's
+    sheet): the fitted layout has scale 0.45, not the identity."""
+    from worker.recognition.alerts.base import fit_layout
+
+    def line(text, x, y):  # a caption starting at (x, y) mm of the half-size card
+        x0, yc = (20 + 0.45 * x * 10), (30 + 0.45 * y * 10)
+        quad = np.array([[x0, yc - 6], [x0 + 80, yc - 6], [x0 + 80, yc + 6], [x0, yc + 6]],
+                        np.float32)
+        return TextLine(quad, text, 0.99)
+
+    lines = [line("签发机关", 17.0, 40.5), line("有效期限", 17.0, 47.0)]
+    centre = (20 + 0.45 * 530, 30 + 0.45 * 110)
+    lines.append(TextLine(np.array([[centre[0] - 60, centre[1] - 8], [centre[0] + 60, centre[1] - 8],
+                                    [centre[0] + 60, centre[1] + 8], [centre[0] - 60, centre[1] + 8]],
+                                   np.float32), "中华人民共和国", 0.99))
+    m = fit_layout(lines, "back")
+    assert m[0, 0] == pytest.approx(0.45, abs=0.01)
+    assert m[0, 2] == pytest.approx(20, abs=2) and m[1, 2] == pytest.approx(30, abs=2)
+
+
 def test_locator_reads_the_card_not_the_screen_around_it():
     """A card shown on a screen: the screen (or a quad along its and the card's edges) is
     card-shaped and larger, yet the card nested in it comes first."""

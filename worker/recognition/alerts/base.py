@@ -108,7 +108,9 @@ _ANCHORS = {
     "back": (("签发机关", 17.0, 40.5, 30.0), ("有效期限", 17.0, 47.0, 30.0)),
 }
 _CENTRED = {"back": (("中华人民共和国", 53.0, 11.0), ("居民身份证", 53.0, 21.0))}
-_MAX_SCALE_ERROR = 0.5
+# The fitted scale must lie in this range: a card read from an outline around more than
+# the card (a photocopy's sheet, a whole photo) shows the card smaller, down to a third.
+_SCALE_RANGE = (0.3, 1.5)
 
 
 def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
@@ -138,7 +140,7 @@ def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
     else:
         sc, dc = s_pts - s_pts.mean(0), d_pts - d_pts.mean(0)
         scale = float((sc * dc).sum() / max((sc * sc).sum(), 1e-6))
-        if abs(scale - 1) > _MAX_SCALE_ERROR:
+        if not _SCALE_RANGE[0] <= scale <= _SCALE_RANGE[1]:
             return eye  # the anchors disagree: trust nothing rather than a wild fit
     shift = (d_pts - scale * s_pts).mean(axis=0)
     return np.array([[scale, 0, shift[0]], [0, scale, shift[1]], [0, 0, 1]])
@@ -316,6 +318,19 @@ class AlertContext:
         for ln in self.lines:
             cv2.fillPoly(mask, [np.round(ln.quad).astype(np.int32)], 255)
         return mask
+
+    @cached_property
+    def text_tilt(self) -> float:
+        """Median angle (degrees, absolute) of the long recognised lines to the card's
+        rows: about 0 when the reader's outline is the card's, several degrees when it
+        is not (a quad along a glare spot's edge, a sheet around a tilted card)."""
+        angles = []
+        for ln in self.lines:
+            q = np.asarray(ln.quad, np.float64)
+            dx, dy = q[1] - q[0]
+            if math.hypot(dx, dy) >= 3 * ln.height > 0:
+                angles.append(abs(math.degrees(math.atan2(dy, dx))))
+        return float(np.median(angles)) if angles else 0.0
 
     @cached_property
     def text_height(self) -> float:

@@ -12,17 +12,20 @@ drop out, and the largest connected region counts.
 
 Why: print is thin and the paper around it shows through the maximum filter, while a
 finger, a coin, a pen or a phone is an opaque surface several millimetres across, of a
-colour or lightness no card has. The portrait box (front) and the emblem's disc (back;
-the corners of its box are paper) are left out: they are not paper, and an object
-wholly inside them cannot be told from the photo (one reaching out over the paper is
-seen by that part). Cells are placed by the layout fitted to the recognised captions
+colour or lightness no card has. The portrait's figure (front: head and shoulders; the
+top corners of its box are light background, judged like paper) and the emblem's disc
+(back; the corners of its box are paper) are left out: they are not paper, and an
+object wholly inside them cannot be told from the photo (one reaching out over the
+paper, or over the background above and beside the head, is seen by that part). Cells are placed by the layout fitted to the recognised captions
 (:attr:`AlertContext.layout_to_card`), so a card read from a rough outline is judged on
 its paper, not on the background around it. Not judged at all (score 0), because
 where its paper lies is not known well enough: a card of which no field could be read
-(:attr:`AlertContext.readable`), a card cut off by the frame
+(:attr:`AlertContext.readable`), a card whose text runs askew in the card image
+(:attr:`AlertContext.text_tilt`: the outline is not the card's), a card cut off by the frame
 (:attr:`AlertContext.cut_off`: read from what is left of it), a card too blurred to
-read (the blur alert's decision point: which side is up is not reliable either), and a
-temporary card (laid out otherwise).
+read (the blur alert's decision point: which side is up is not reliable either), a
+temporary card (laid out otherwise), and a black-and-white copy or a recapture (the copy
+and reproduce alerts' decision points: the paper seen is a sheet's or a screen's).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import numpy as np
 from worker.recognition.alerts.base import AlertContext, logistic_score
 from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
 from worker.recognition.alerts.blur import BlurDetector
+from worker.recognition.alerts.copy import CopyDetector
 from worker.recognition.alerts.interim import InterimDetector
+from worker.recognition.alerts.reproduce import ReproduceDetector
 from worker.recognition.layout import (
     BACK_EMBLEM_MM,
     CARD_H_PX,
@@ -48,6 +53,14 @@ DARKER = 0.22  # relative to the paper plane
 CHROMA = 14.0  # Lab a*b* units from the paper's colour
 ZONE_GROW_MM = 0.8  # margin around the portrait / emblem (print jitter, registration)
 ZONE_CELL_SHARE = 0.25  # of a cell: how far a judged cell's centre stays from the zone
+# The portrait's figure, in shares of its box: the head (with hair, long hair too) is an
+# ellipse centred at HEAD_CENTRE_Y of the box's height, the shoulders fill the box's
+# width below SHOULDERS_Y. The rest of the box (its top corners) is light background.
+HEAD_HALF_W, HEAD_HALF_H, HEAD_CENTRE_Y = 0.36, 0.36, 0.46
+SHOULDERS_Y = 0.62
+# Text running at more than this angle (degrees) across the card image: the reader's
+# outline is not the card's, so neither is the layout the cells are placed by.
+MAX_TILT_DEG = 6.0
 # Score 50 at this share of the card's cells covered (0.8 % is about 4 cells, 37 mm²).
 CENTRE_SHARE = 0.025
 WIDTH_SHARE = 0.004
@@ -68,7 +81,14 @@ def _judged_cells(layout: np.ndarray, side: str | None) -> np.ndarray:
     # A cell whose centre lies this close to the zone sees too much of it to be judged.
     grow = mm(ZONE_GROW_MM) + ZONE_CELL_SHARE * max(cw, ch)
     if side == "front":
-        in_zone = (u > x0 - grow) & (u < x1 + grow) & (v > y0 - grow) & (v < y1 + grow)
+        # The holder's head and shoulders, not the whole box: above the hair and beside
+        # the head the portrait's background is as light as the paper.
+        bw, bh = x1 - x0, y1 - y0
+        head = np.hypot((u - (x0 + 0.5 * bw)) / (HEAD_HALF_W * bw + grow),
+                        (v - (y0 + HEAD_CENTRE_Y * bh)) / (HEAD_HALF_H * bh + grow)) < 1
+        shoulders = (v > y0 + SHOULDERS_Y * bh - grow) & (v < y1 + grow)
+        in_box = (u > x0 - grow) & (u < x1 + grow)
+        in_zone = in_box & (head | shoulders)
     else:  # the emblem is a disc: the corners of its box are paper
         r = (x1 - x0) / 2
         in_zone = np.hypot(u - (x0 + x1) / 2, v - (y0 + y1) / 2) < r + grow
@@ -117,7 +137,7 @@ class BlockingDetector:
 
     def measure(self, ctx: AlertContext) -> float:
         """Share of the judged cells in the largest covered region."""
-        if not ctx.readable or ctx.cut_off:
+        if not ctx.readable or ctx.cut_off or ctx.text_tilt > MAX_TILT_DEG:
             # Nothing read (side guessed), or read from what is left of the card: the
             # layout is not reliable.
             return 0.0
@@ -125,6 +145,10 @@ class BlockingDetector:
             return 0.0  # too blurred to read: which side is up is not reliable either
         if InterimDetector().score(ctx) >= 50:
             return 0.0  # a temporary card: its portrait and print are laid out otherwise
+        if CopyDetector().score(ctx) >= 50 or ReproduceDetector().score(ctx) >= 50:
+            # A copy or a recapture: what lies around the card is a sheet or a screen,
+            # and its "paper" is the copier's or the screen's, not the card's.
+            return 0.0
         covered, valid = self.covered_cells(ctx)
         if not covered.any():
             return 0.0

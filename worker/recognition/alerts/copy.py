@@ -21,8 +21,9 @@ import math
 from worker.recognition.alerts.base import AlertContext, logistic_score
 
 # Score 50 at this chroma spread (Lab a*b* units), on a log scale: a copy measures
-# 0-8, a colour card 15 and more.
-CENTRE_CHROMA = 12.8
+# 0-8, a colour card 12 and more (a card cut off or partly covered, whose outline takes
+# in some background, down to 11.5).
+CENTRE_CHROMA = 9.5
 WIDTH_LOG = 0.15  # natural-log units
 
 

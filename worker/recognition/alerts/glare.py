@@ -17,7 +17,7 @@ shows none but light is evidence of glare over the text, which is what makes a c
 unreadable. A patch of paper colour pasted over a field (tampering) empties cells too,
 but adds no light. Not judged (score 0), because the layout does not say where print
 must be: a black-and-white copy (the cells were measured on the colour print, whose
-light inks a copier drops), a card of which no field could be read
+light inks a copier drops; the copy alert's decision point), a card of which no field could be read
 (:attr:`AlertContext.readable`), a card cut off by the frame (:attr:`AlertContext.cut_off`:
 read from what is left of it), a temporary card (laid out otherwise), a blurred card
 (faint everywhere), and a card whose always-printed cells mostly hold neither ink nor
@@ -33,6 +33,7 @@ import numpy as np
 from worker.recognition.alerts.base import AlertContext, logistic_score
 from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
 from worker.recognition.alerts.blur import BlurDetector
+from worker.recognition.alerts.copy import CopyDetector
 from worker.recognition.alerts.interim import InterimDetector
 from worker.recognition.alerts.layout_cells import (
     ALWAYS_INK,
@@ -87,7 +88,7 @@ class GlareDetector:
             # Nothing read (side guessed), or read from what is left of the card: the
             # layout is not reliable.
             return 0.0
-        if ctx.chroma_spread < MONOCHROME:
+        if ctx.chroma_spread < MONOCHROME or CopyDetector().score(ctx) >= 50:
             # A black-and-white copy: the cells were measured on the colour print (the
             # gold emblem, tinted guilloche), which a copier turns white.
             return 0.0

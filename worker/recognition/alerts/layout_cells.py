@@ -5,7 +5,8 @@ print on every card of that side whatever the holder's data: the captions, the s
 of every value (a name has at least two characters, an address at least eleven), the
 18-digit number, the portrait's head, the emblem and the two titles. The maps were
 measured on the published layout (the share of 200 rendered cards with ink in each
-cell, kept at ≥ 97 %) and then thinned by hand at the edges of blocks.
+cell, kept at ≥ 97 %) and then thinned by hand at the edges of blocks. The portrait's
+cells stop at the neck: beside and below it the holder's clothes may be white.
 
 Detectors use them to tell "nothing is printed here" from "something hides the print
 here" (glare washes it out). Because a read card can be off by a few millimetres, the
@@ -28,8 +29,8 @@ _FRONT = """
 .1111......111..
 .111.111...111..
 .11111111...1...
-.111111111..11..
-...111......11..
+.111111111..1...
+...111..........
 ................
 .11111111111111.
 ................

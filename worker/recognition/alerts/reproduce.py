@@ -31,7 +31,7 @@ MIN_FREQUENCY = 0.06  # cycles per pixel
 TOP_PEAKS = 3
 # Score 50 at this prominence (natural log of power over its neighbourhood); a card
 # photographed directly measures 2.6-4, a screen or print 5 and more.
-CENTRE_PROMINENCE = 4.45
+CENTRE_PROMINENCE = 4.35
 WIDTH_PROMINENCE = 0.2
 
 
