@@ -61,8 +61,9 @@ SHOULDERS_Y = 0.62
 # Text running at more than this angle (degrees) across the card image: the reader's
 # outline is not the card's, so neither is the layout the cells are placed by.
 MAX_TILT_DEG = 6.0
-# Score 50 at this share of the card's cells covered (0.8 % is about 4 cells, 37 mm²).
-CENTRE_SHARE = 0.025
+# Score 50 at this share of the judged cells covered (1.8 % is about 9 cells, 65 mm²,
+# a disc 9 mm across).
+CENTRE_SHARE = 0.018
 WIDTH_SHARE = 0.004
 
 
