@@ -264,18 +264,23 @@ def test_a_candidate_with_a_character_the_recogniser_lacks_is_not_chosen() -> No
 
 def test_traditional_forms_are_read_as_the_simplified_ones_cards_print() -> None:
     # The recogniser's vocabulary holds both forms and sometimes reads 车 as 車: the
-    # frames' evidence for 車 goes to 车; 乾 (乾县, a standard character of its own) stays.
+    # frames' evidence for 車 goes to 车; 乾 (乾县, a standard character of its own) stays;
+    # kana are no reading at all.
     from worker.recognition.ocr import _Folded, traditional_to_simplified
 
     assert traditional_to_simplified()["車"] == "车"
-    chars = ["blank", "車", "车", "乾", "干", "媽", "馬", "妈", "马", " "]
+    chars = ["blank", "車", "车", "乾", "干", "媽", "馬", "妈", "马", "オ", "才", "・", " "]
     idx = {c: i for i, c in enumerate(chars)}
     probs = np.zeros((1, 3, len(chars)), dtype=np.float32)
     probs[0, 0, [idx["車"], idx["车"], 0]] = [0.6, 0.1, 0.3]
     probs[0, 1, [idx["乾"], idx["干"]]] = [0.7, 0.3]
     probs[0, 2, [idx["媽"], idx["馬"], idx["妈"]]] = [0.5, 0.2, 0.3]
 
+    probs[0, 2, idx["オ"]] = 0.4  # kana, which no card prints, count for nothing
+    probs[0, 1, idx["・"]] = 0.2  # but the kana middle dot stands in for a name's ·
     out = _Folded(lambda blob: [probs.copy()], chars)(None)[0][0]
+    assert out[2, idx["オ"]] == 0.0 and out[1, idx["・"]] == pytest.approx(0.2)
+    probs[0, 2, idx["オ"]] = 0.0
     assert out[0, idx["车"]] == pytest.approx(0.7) and out[0, idx["車"]] == 0.0
     assert out[1, idx["乾"]] == pytest.approx(0.7)
     assert out[2, idx["妈"]] == pytest.approx(0.8) and out[2, idx["马"]] == pytest.approx(0.2)
@@ -288,3 +293,70 @@ def test_the_recognition_model_ships_in_a_registry_wheel() -> None:
     from worker.recognition.ocr import rec_model_path
 
     assert Path(rec_model_path()).stat().st_size > 1_000_000
+
+
+def test_two_models_choose_the_reading_both_find_likeliest() -> None:
+    # The first model lost 雷 of 雷宁 (a blurred photo) but still gives it some weight;
+    # the second sees it clearly. Their summed likelihood keeps 雷宁; a character only
+    # one model knows (嫑) leaves the other model out.
+    from types import SimpleNamespace
+
+    from worker.recognition.ocr import OcrEngine
+
+    alphabet = {"雷": 1, "宁": 2}
+
+    def rec(d: dict) -> SimpleNamespace:
+        return SimpleNamespace(postprocess_op=SimpleNamespace(dict=d))
+
+    first = np.array([[0.55, 0.35, 0.1], [0.05, 0.05, 0.9]])  # mostly blank, then 宁
+    second = np.array([[0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])  # 雷, then 宁
+    fake = SimpleNamespace(
+        _rec=rec(alphabet), _second_rec=lambda: rec(alphabet),
+        frame_probs=lambda crop, second_model=False: second if second_model else first)
+    assert OcrEngine.choose_by_both(fake, None, ["宁", "雷宁"]) == "雷宁"
+    fake.frame_probs = lambda crop, second_model=False: first
+    assert OcrEngine.choose_by_both(fake, None, ["宁", "雷宁"]) == "宁"
+    only_first = dict(alphabet, 嫑=3)
+    fake._rec = rec(only_first)
+    fake.frame_probs = lambda crop, second_model=False: (
+        second if second_model else np.array([[0.1, 0.0, 0.0, 0.9], [0.1, 0.0, 0.9, 0.0]]))
+    assert OcrEngine.choose_by_both(fake, None, ["嫑宁", "雷宁"]) == "嫑宁"
+
+
+def test_the_name_line_is_read_by_both_models_and_only_the_name_line() -> None:
+    from worker.recognition.layout import mm
+    from worker.recognition.reader import _read_name_twice
+
+    calls: list[tuple[str, list[str]]] = []
+
+    class FakeOcr:
+        def read_single(self, crop, second=False):
+            return {("whole", True): "姓名雷宁", ("part", False): "许",
+                    ("part", True): "雷宁"}.get((crop, second), "?"), 0.9
+
+        def choose_by_both(self, crop, options):
+            calls.append((crop, options))
+            return "姓名雷宁"
+
+    def cropper(quad):
+        return "whole" if quad[0][0] < mm(15) else "part"
+
+    name = _line("姓名宁", 6.5, 10.5, 24.7)
+    sex = _line("性别女", 6.5, 17, 20)
+    out = _read_name_twice(FakeOcr(), cropper, [name, sex])
+    assert [ln.text for ln in out] == ["姓名雷宁", "性别女"]
+    assert calls == [("whole", ["姓名宁", "姓名雷宁", "姓名许", "姓名雷宁"])]
+
+
+def test_a_place_name_that_lost_its_first_character_is_offered_to_the_image() -> None:
+    # '潭县' is one misread from 滦县 and friends, and 湄潭县 with its first character
+    # lost (the dim start of the line): the image decides among all of them.
+    asked: list[list[str]] = []
+
+    def breaker(read: str, names: list[str]) -> str | None:
+        asked.append(names)
+        return "湄潭县" if "湄潭县" in names else None
+
+    assert correct_issue("潭县公安局", breaker) == "湄潭县公安局"
+    assert {"湄潭县", "湘潭县", "滦县", "潭县"} <= set(asked[0])
+    assert correct_issue("潭县公安局") == "潭县公安局"  # no image to ask: left alone

@@ -89,7 +89,8 @@ def _clean(text: str) -> str:
 
 
 # Characters of group names that the recogniser reads poorly, with what it reads them
-# as. 仫 is not in its dictionary at all: it comes out as 么 (its right half) or 俬.
+# as. PP-OCRv4 had no 仫 at all (it came out as 么, its right half, or 俬); PP-OCRv6 has
+# it but still reads a blurred 仫 as those now and then.
 ETHNIC_LOOKALIKES = {
     "仫": "么俬私",
     "仡": "亿乞忆屹",

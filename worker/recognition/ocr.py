@@ -87,6 +87,16 @@ class OcrEngine:
         # Every caller of the recogniser's session (greedy reading, frame scores) sees
         # traditional forms folded into the simplified ones the card prints.
         self._rec.session = _Folded(self._rec.session, self._rec.postprocess_op.character)
+        # The second opinion for the few lines read twice (:meth:`choose_by_both`): the
+        # PP-OCRv4 mobile model of the rapidocr-onnxruntime wheel, loaded on first use.
+        self._rec_config = {
+            "model_path": SECOND_REC_MODEL_PATH, "use_cuda": False,
+            "rec_img_shape": list(self._rec.rec_image_shape),
+            "rec_batch_num": self._rec.rec_batch_num,
+            "intra_op_num_threads": threads if threads > 0 else -1,
+            "inter_op_num_threads": 1 if threads > 0 else -1,
+        }
+        self._second = None
         # onnxruntime sessions are thread-safe, but RapidOCR's pre/post-processing keeps
         # per-call state on the objects, so one call at a time per process.
         self._lock = threading.Lock()
@@ -161,14 +171,50 @@ class OcrEngine:
         margin = float(ll[order[0]] - ll[order[1]]) if len(order) > 1 else float("inf")
         return kept[int(order[0])], margin
 
-    def frame_probs(self, crop: np.ndarray) -> np.ndarray:
-        """The recogniser's T×C per-frame character probabilities for one line."""
+    def frame_probs(self, crop: np.ndarray, second: bool = False) -> np.ndarray:
+        """The recogniser's T×C per-frame character probabilities for one line
+        (``second``: the second model's)."""
+        rec = self._second_rec() if second else self._rec
         h, w = crop.shape[:2]
-        imgc, imgh, imgw = self._rec.rec_image_shape[:3]
+        imgc, imgh, imgw = rec.rec_image_shape[:3]
         ratio = max(imgw / imgh, w / max(h, 1))
-        blob = self._rec.resize_norm_img(crop, ratio)[None].astype(np.float32)
+        blob = rec.resize_norm_img(crop, ratio)[None].astype(np.float32)
         with self._lock:
-            return self._rec.session(blob)[0][0]
+            return rec.session(blob)[0][0]
+
+    def _second_rec(self):
+        with self._lock:
+            if self._second is None:
+                from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
+
+                rec = TextRecognizer(self._rec_config)
+                rec.session = _Folded(rec.session, rec.postprocess_op.character)
+                self._second = rec
+            return self._second
+
+    def read_single(self, crop: np.ndarray, second: bool = False) -> tuple[str, float]:
+        """One line read on its own (no padding to a batch's widest line)."""
+        rec = self._second_rec() if second else self._rec
+        with self._lock:
+            (text, score, *_), = rec([crop])[0]
+        return text, float(score)
+
+    def choose_by_both(self, crop: np.ndarray, candidates: list[str]) -> str:
+        """The candidate that both models together find likeliest in ``crop``: the sum
+        of its CTC log-likelihoods under each (a character one model cannot output
+        leaves that model out for every candidate)."""
+        kept = [c for c in dict.fromkeys(candidates) if c]
+        if len(kept) <= 1:
+            return kept[0] if kept else ""
+        total = np.zeros(len(kept))
+        for second in (False, True):
+            rec = self._second_rec() if second else self._rec
+            index = rec.postprocess_op.dict
+            if not all(ch in index for c in kept for ch in c):
+                continue
+            logp = np.log(np.clip(self.frame_probs(crop, second), 1e-12, 1.0))
+            total += ctc_log_likelihoods(logp, [[index[ch] for ch in c] for c in kept])
+        return kept[int(np.argmax(total))]
 
     def read_constrained(
         self, crop: np.ndarray, alphabet: str, length: int, accept: Callable[[str], bool]
@@ -185,6 +231,11 @@ class OcrEngine:
             res, _ = self._rapid(bgr)
         return [TextLine(np.asarray(q, dtype=np.float32), t, float(s)) for q, t, s in res or []]
 
+
+# The PP-OCRv4 mobile recogniser of the rapidocr-onnxruntime wheel: the second opinion.
+SECOND_REC_MODEL_PATH = os.path.join(
+    os.path.dirname(importlib.util.find_spec("rapidocr_onnxruntime").origin or ""),
+    "models", "ch_PP-OCRv4_rec_infer.onnx")
 
 # The recognition model inside the ``rapidocr`` wheel (found without importing it).
 REC_MODEL_PACKAGE = "rapidocr"
@@ -250,13 +301,26 @@ def fold_columns(characters: list[str], keep: set[str] | frozenset[str] = frozen
 _FOLD_MIN_PROB = 1e-4
 
 
+# Scripts a resident ID card never prints: Japanese kana (the middle dot ・ and the
+# prolonged sound mark ー excepted: they stand in for · and -), and Hangul.
+_FOREIGN_RANGES = ((0x3041, 0x3096), (0x30A1, 0x30FA), (0x31F0, 0x31FF), (0xFF66, 0xFF9D),
+                   (0x1100, 0x11FF), (0x3131, 0x318E), (0xAC00, 0xD7A3))
+
+
+def foreign_columns(characters: list[str]) -> np.ndarray:
+    """Columns of characters from scripts a card never prints."""
+    return np.array([i for i, ch in enumerate(characters) if len(ch) == 1 and any(
+        lo <= ord(ch) <= hi for lo, hi in _FOREIGN_RANGES)], dtype=np.int64)
+
+
 class _Folded:
     """The recogniser's session with the probability of each traditional character
     added to its simplified form's.
 
     Resident ID cards print simplified characters, but the recogniser's vocabulary has
     both forms and now and then reads 车 as 車; a frame's evidence for either is
-    evidence for the character the card can carry.
+    evidence for the character the card can carry. Kana and Hangul, which no card
+    prints, get no probability at all (才 came out as オ).
     """
 
     def __init__(self, session: Callable, characters: list[str]) -> None:
@@ -266,17 +330,19 @@ class _Folded:
         self._src, dst = src[order], dst[order]
         # Sources grouped by target: several traditional forms may share one.
         self._targets, self._starts = np.unique(dst, return_index=True)
+        self._foreign = foreign_columns(characters)
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         outs = list(self._session(blob))
-        if self._src.size:
+        if self._src.size or self._foreign.size:
             probs = outs[0]
             if not probs.flags.writeable:
                 probs = outs[0] = probs.copy()
             flat = probs.reshape(-1, probs.shape[-1])
+            flat[:, self._foreign] = 0.0
             moved = flat[:, self._src]
             # Only frames where a traditional form has any weight need the work.
-            rows = np.flatnonzero(moved.max(axis=1) > _FOLD_MIN_PROB)[:, None]
+            rows = np.flatnonzero(moved.max(axis=1, initial=0.0) > _FOLD_MIN_PROB)[:, None]
             if rows.size:
                 flat[rows, self._targets] += np.add.reduceat(
                     moved[rows[:, 0]], self._starts, axis=1)

@@ -17,6 +17,8 @@ from worker.recognition.layout import (
     CARD_H_PX,
     CARD_W_PX,
     FRONT_LABELS,
+    FRONT_NAME_ROW_Y_MM,
+    FRONT_TEXT_MAX_X_MM,
     is_back_title,
     mm,
 )
@@ -172,6 +174,45 @@ def _read_ethnicity_as_choice(
     return out
 
 
+_NAME_LINE = re.compile(r"^(姓名)?[\u4e00-\u9fff·]{1,8}$")
+
+
+def _read_name_twice(ocr: OcrEngine, crop: _Cropper, lines: list[TextLine]) -> list[TextLine]:
+    """Read the name line with the second model too, and where the two disagree choose
+    the reading both find likeliest.
+
+    A name is a few characters with no context to correct them from, and PP-OCRv6 now
+    and then drops a blurred one (宁 for 雷宁) that PP-OCRv4 still sees. Where the two
+    disagree on the number of characters, the readings of both, and of the value cut at
+    the label column on its own, are scored under both models together.
+    """
+    out = []
+    for ln in lines:
+        in_row = (abs(ln.cy - mm(FRONT_NAME_ROW_Y_MM)) < mm(3) and ln.x0 > mm(14)
+                  and ln.x1 < mm(FRONT_TEXT_MAX_X_MM))
+        if not _NAME_LINE.match(ln.text) or not (ln.text.startswith("姓名") or in_row):
+            out.append(ln)
+            continue
+        whole = crop(ln.quad)
+        other = _normalise(ocr.read_single(whole, second=True)[0])
+        # The second model reads characters worse (岳彤 as 岳形): it is asked only
+        # whether a character was lost or added.
+        if len(other) == len(ln.text):
+            out.append(ln)
+            continue
+        options = [ln.text, other]
+        label = "姓名" if ln.text.startswith("姓名") else ""
+        cut = mm(_FRONT_VALUE_CUT_MM)
+        if label and ln.x0 < cut - mm(1.0) and ln.x1 > cut + mm(2.0):
+            part = crop(_clip_left(ln.quad, cut))
+            options += [label + _normalise(ocr.read_single(part, second=b)[0])
+                        for b in (False, True)]
+        options = [t for t in options if _NAME_LINE.match(t) and t.startswith(label)]
+        best = ocr.choose_by_both(whole, options) or ln.text
+        out.append(TextLine(ln.quad, best, ln.score, ln.label_merged))
+    return out
+
+
 def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
     card, m = rectify_card(bgr, corners)
     # The detector, like the recogniser, misses faint lines of a dim card.
@@ -210,6 +251,8 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
         for (i, q), (t, s) in zip(redo, again, strict=True):
             if _clip_kept_the_value(lines[i].text, _normalise(t)):
                 lines[i] = TextLine(q, _normalise(t), s, label_merged=True)
+    if side == "front":
+        lines = _read_name_twice(ocr, crop, lines)
     # A line read cleanly as "label + value" keeps its text; its box shrinks to the value
     # so that text_location and the landmarks point at the value, not the label.
     for i, ln in enumerate(lines):
