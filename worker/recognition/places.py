@@ -100,7 +100,10 @@ def _best_prefix(
     if tie_breaker is None:
         return None
     used = top[0][3]
-    same_span = sorted({b[2] for b in top if b[3] == used})
+    # Every name that could be what the same characters were read from, whatever the
+    # slip: a misread ('滦县') and a dropped first character (湄潭县 read as '潭县', the
+    # blurred or dim start of a line) are for the image to tell apart.
+    same_span = sorted({b[2] for b in best if b[3] == used})
     read = text[:used]
     # Short names keep the reading itself as a candidate: one slip in two characters
     # is as likely a name missing from the table as a misread one.
