@@ -27,6 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from worker.recognition.fields import BACK_FIELDS, FRONT_FIELDS  # noqa: E402
+from worker.recognition.ocr import rec_model_path  # noqa: E402
 
 # Presets per group. 'clean_mild' is the "clean or mildly degraded" set.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -210,6 +211,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, wall: float) -> di
             "ocr_threads_per_process": os.environ.get("IDCARD_OCR_THREADS")
             if args.processes == 1 else "1",
             "groups": {g: list(p) for g, p in GROUPS.items()},
+            "rec_model": os.path.basename(rec_model_path()),
         },
         "wall_seconds": round(wall, 1),
         "goals": {f"{g}_per_field_ge_{t}": groups[g]["goal"]["met"]

@@ -181,6 +181,11 @@ def ort_threads() -> dict[str, Any]:
         "onnxruntime": onnxruntime.__version__,
         "opencv_threads": cv2.getNumThreads(),
     }
+    from worker.recognition.ocr import SECOND_REC_MODEL_PATH, rec_model_path
+
+    # Both paths use these: the baseline is RapidOCR with the engine's own models.
+    info["rec_model"] = os.path.basename(rec_model_path())
+    info["name_second_opinion_model"] = os.path.basename(SECOND_REC_MODEL_PATH)
     try:  # private attributes of RapidOCR: report them when they are there
         so = get_ocr()._det.infer.session.get_session_options()
         info["intra_op_num_threads"] = so.intra_op_num_threads
