@@ -12,6 +12,9 @@ it, i.e. the legitimate photos and the other alerts' positives (except the label
 ``synthcard.alerts.UNDETERMINED`` leaves open). A photo the engine refuses (AIS.0104)
 raises no alert: a missed positive, a correct negative; refusals are counted apart
 (``positives_refused``, and ``recall_answered`` over the photos the engine answered).
+With all eight flags on, a card clearly in the photo but too blurred or too moiré to read
+is answered (fields "", with its alerts) when the blur or reproduce alert is raised on
+it, so such photos are no longer refusals (README "A card too poor to read").
 
 Case ``i`` uses seed ``--seed + i``. ``--calibrate`` runs the same plan on seeds from
 ``--calib-seed`` (default 100000), prints the score distributions and, per alert, the
