@@ -360,3 +360,58 @@ def test_a_place_name_that_lost_its_first_character_is_offered_to_the_image() ->
     assert correct_issue("潭县公安局", breaker) == "湄潭县公安局"
     assert {"湄潭县", "湘潭县", "滦县", "潭县"} <= set(asked[0])
     assert correct_issue("潭县公安局") == "潭县公安局"  # no image to ask: left alone
+
+
+def test_a_name_line_ending_a_cell_late_gets_its_lost_character_back() -> None:
+    # Name characters sit in fixed cells: a line ending at 27.3 mm holds three, so a
+    # reading of two lost one (穆舜禹 with 舜 faint under glare). Readings that add just
+    # that character are looked for in the line binarised, and in the line as read
+    # before its cut at the label column (label stripped by position, not by its text:
+    # 丸名 is 姓名 misread).
+    from worker.recognition.layout import mm
+    from worker.recognition.reader import _name_cells, _recover_lost_character
+
+    asked: list[list[str]] = []
+
+    class FakeOcr:
+        def __init__(self, reads: dict[bool, str]) -> None:
+            self.reads = reads
+
+        def read_single(self, crop, second=False):
+            assert crop.ndim == 3  # the binarised line image
+            return self.reads[second], 0.9
+
+        def choose_by_both(self, crop, options):
+            asked.append(options)
+            return options[-1]
+
+    def cropper(quad):
+        return np.full((int(quad[2][1] - quad[0][1]), int(quad[1][0] - quad[0][0]), 3),
+                       200, np.uint8)
+
+    three = _line("姓名穆禹", 15.0, 10.5, 27.3)
+    assert [_name_cells(_line("x", 15, 10.5, x1)) for x1 in (22.8, 24.4, 26.5, 28.5, 30.6)] \
+        == [2, 2, 3, 3, 4]
+    ocr = FakeOcr({False: "姓名/穆舜禹", True: "姓名穆禹"})
+    assert _recover_lost_character(ocr, cropper, three, "姓名穆禹", None) == "姓名穆舜禹"
+
+    # The value was cut at the label column after the label came out as 丸名; the
+    # uncut reading still had the whole name.
+    cut = _line("晏辉", 15.0, 10.5, 27.5)
+    uncut = _line("丸名晏辉婧", 5.8, 10.5, 27.5)
+    ocr = FakeOcr({False: "丸名晏辉", True: "九名晏婧"})
+    assert _recover_lost_character(ocr, cropper, cut, "晏辉", uncut) == "晏辉婧"
+    assert asked[-1] == ["晏辉婧"]
+
+    # Readings that change a character, or add two, are no evidence of a lost one.
+    ocr = FakeOcr({False: "姓名穆舜离", True: "姓名穆舜舜禹"})
+    assert _recover_lost_character(ocr, cropper, three, "姓名穆禹", None) == "姓名穆禹"
+
+    # A line whose cells its reading fills is not looked at again.
+    class Untouchable:
+        def read_single(self, crop, second=False):
+            raise AssertionError("read again")
+
+    two = _line("姓名孙宏", 5.8, 10.5, 24.1)
+    assert _recover_lost_character(Untouchable(), cropper, two, "姓名孙宏", None) == "姓名孙宏"
+    assert mm(1) == 10  # the helper lines are in card pixels

@@ -6,6 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from worker.recognition import idnumber
@@ -19,6 +20,7 @@ from worker.recognition.layout import (
     FRONT_LABELS,
     FRONT_NAME_ROW_Y_MM,
     FRONT_TEXT_MAX_X_MM,
+    FRONT_VALUE_X_MM,
     is_back_title,
     mm,
 )
@@ -177,7 +179,74 @@ def _read_ethnicity_as_choice(
 _NAME_LINE = re.compile(r"^(姓名)?[\u4e00-\u9fff·]{1,8}$")
 
 
-def _read_name_twice(ocr: OcrEngine, crop: _Cropper, lines: list[TextLine]) -> list[TextLine]:
+# Name characters are printed in fixed cells about this wide (mm; 3.2 to 4.0 measured
+# from the name lines' ends): how many characters a name line holds follows from where
+# it ends.
+_NAME_PITCH_MM = 3.65
+
+
+def _name_cells(ln: TextLine) -> int:
+    return int(round((ln.x1 - mm(FRONT_VALUE_X_MM)) / mm(_NAME_PITCH_MM)))
+
+
+def _binarise(crop: np.ndarray) -> np.ndarray:
+    """Black print on white: the paper's own brightness (glare, shade) divided out and
+    each pixel judged against its neighbourhood, so that a faint character under glare
+    comes out as dark as the rest."""
+    g = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    h = crop.shape[0]
+    k = max(3, int(h * 0.6)) | 1
+    paper = cv2.GaussianBlur(cv2.dilate(g, np.ones((k, k), np.uint8)), (0, 0), h * 0.3)
+    flat = np.clip(g / np.maximum(paper, 1.0) * 255.0, 0, 255).astype(np.uint8)
+    b = cv2.adaptiveThreshold(flat, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C,
+                              cv2.THRESH_BINARY, (h // 2) | 1, 8)
+    return cv2.cvtColor(b, cv2.COLOR_GRAY2BGR)
+
+
+def _han(text: str) -> str:
+    return "".join(re.findall(r"[\u4e00-\u9fff·]", text))
+
+
+def _inserts_one(short: str, long: str) -> bool:
+    """Whether ``long`` is ``short`` with one character added."""
+    return len(long) == len(short) + 1 and any(
+        long[:i] + long[i + 1:] == short for i in range(len(long)))
+
+
+def _recover_lost_character(
+    ocr: OcrEngine, crop: _Cropper, ln: TextLine, text: str, before: TextLine | None
+) -> str:
+    """A name line that ends a cell further right than its reading has characters for
+    lost one (a faint character under glare, or the value cut short after a misread
+    label): readings that add exactly that one character are looked for in the whole
+    line before any cut (its label stripped by position: the two characters of the label
+    column) and in the line binarised, and the image decides among them."""
+    label = "姓名" if text.startswith("姓名") else ""
+    value = text[len(label):]
+    if _name_cells(ln) != len(value) + 1:
+        return text
+    source = before if before is not None else ln
+    in_label_column = source.x0 < mm(_FRONT_VALUE_CUT_MM) - mm(1.0)
+    image = crop(source.quad)
+    binary = _binarise(image)
+    reads = [source.text] if before is not None else []
+    reads += [_normalise(ocr.read_single(binary, second=b)[0]) for b in (False, True)]
+    options = []
+    for read in reads:
+        t = _han(read)
+        if t.startswith("姓名") or (in_label_column and len(t) >= 3):
+            t = t[2:]  # the label column's two characters, however they were read
+        if _inserts_one(value, t):
+            options.append(t)
+    if not options:
+        return text
+    return label + ocr.choose_by_both(binary, options)
+
+
+def _read_name_twice(
+    ocr: OcrEngine, crop: _Cropper, lines: list[TextLine],
+    before: dict[int, TextLine] | None = None,
+) -> list[TextLine]:
     """Read the name line with the second model too, and where the two disagree choose
     the reading both find likeliest.
 
@@ -187,7 +256,8 @@ def _read_name_twice(ocr: OcrEngine, crop: _Cropper, lines: list[TextLine]) -> l
     the label column on its own, are scored under both models together.
     """
     out = []
-    for ln in lines:
+    before = before or {}
+    for i, ln in enumerate(lines):
         in_row = (abs(ln.cy - mm(FRONT_NAME_ROW_Y_MM)) < mm(3) and ln.x0 > mm(14)
                   and ln.x1 < mm(FRONT_TEXT_MAX_X_MM))
         if not _NAME_LINE.match(ln.text) or not (ln.text.startswith("姓名") or in_row):
@@ -198,7 +268,9 @@ def _read_name_twice(ocr: OcrEngine, crop: _Cropper, lines: list[TextLine]) -> l
         # The second model reads characters worse (岳彤 as 岳形): it is asked only
         # whether a character was lost or added.
         if len(other) == len(ln.text):
-            out.append(ln)
+            text = _recover_lost_character(ocr, crop, ln, ln.text, before.get(i))
+            out.append(ln if text == ln.text else
+                       TextLine(ln.quad, text, ln.score, ln.label_merged))
             continue
         options = [ln.text, other]
         label = "姓名" if ln.text.startswith("姓名") else ""
@@ -209,6 +281,7 @@ def _read_name_twice(ocr: OcrEngine, crop: _Cropper, lines: list[TextLine]) -> l
                         for b in (False, True)]
         options = [t for t in options if _NAME_LINE.match(t) and t.startswith(label)]
         best = ocr.choose_by_both(whole, options) or ln.text
+        best = _recover_lost_character(ocr, crop, ln, best, before.get(i))
         out.append(TextLine(ln.quad, best, ln.score, ln.label_merged))
     return out
 
@@ -246,13 +319,15 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
             continue
         if ln.x0 < cut - mm(1.0) and ln.x1 > cut + mm(2.0):
             redo.append((i, _clip_left(ln.quad, cut)))
+    uncut: dict[int, TextLine] = {}
     if redo:
         again = ocr.recognize([crop(q) for _, q in redo])
         for (i, q), (t, s) in zip(redo, again, strict=True):
             if _clip_kept_the_value(lines[i].text, _normalise(t)):
+                uncut[i] = lines[i]
                 lines[i] = TextLine(q, _normalise(t), s, label_merged=True)
     if side == "front":
-        lines = _read_name_twice(ocr, crop, lines)
+        lines = _read_name_twice(ocr, crop, lines, uncut)
     # A line read cleanly as "label + value" keeps its text; its box shrinks to the value
     # so that text_location and the landmarks point at the value, not the label.
     for i, ln in enumerate(lines):
