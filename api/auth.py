@@ -50,8 +50,6 @@ _HASH_IN_THREAD_BYTES = 256 * 1024
 class Caller:
     project: Project
     actor: str  # for the audit trail: how the caller proved who it is
-    # The replay guard's key of a signed request (None for a token).
-    replay_key: str | None = None
 
 
 def _unauthorized(message: str) -> ServiceError:
@@ -135,7 +133,7 @@ async def _authenticate_sdk_signature(
             raise _unauthorized(REPLAYED)
         request.state.replay_key = key  # released again if the rate limit refuses it
     actor = _actor(project, "aksk", project.access_key != auth.access_key)
-    return Caller(project=project, actor=actor, replay_key=key)
+    return Caller(project=project, actor=actor)
 
 
 async def authenticate(request: Request, session: Session, project_id: str, *,

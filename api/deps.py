@@ -60,10 +60,7 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
             await anyio.to_thread.run_sync(session.rollback, abandon_on_cancel=False)
         raise
     finally:
-        if session.in_transaction():
-            await anyio.to_thread.run_sync(session.close, abandon_on_cancel=False)
-        else:
-            session.close()  # no connection held: nothing to send
+        session.close()  # the transaction has ended: no connection is held
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
