@@ -34,7 +34,7 @@ from api.schemas import (
     timestamp,
 )
 from idcard.batches import batch_counts, batch_results, create_batch, get_batch
-from idcard.db import commit_without_waiting, new_session
+from idcard.db import new_session
 from idcard.errors import ErrorCode, ServiceError
 from idcard.inputs import GRACE_SECONDS, STORE_REDIS, InputStash
 from idcard.jobs import (
@@ -94,14 +94,12 @@ class JobService:
         if not self.dispatcher.ready():
             raise _not_ready("the job queue is unavailable; try again later")
 
-    def _enqueue(self, jobs: Sequence[Job], *, caller_waits: bool = False) -> bool:
-        """Hand committed jobs over. On a broker failure the rest stay 'queued' in the
-        database, where the reconciler re-enqueues them; False then. ``caller_waits``:
-        the synchronous route, whose commits before the answer need not wait for the
-        disk (``idcard.db.commit_without_waiting``)."""
+    def _enqueue(self, jobs: Sequence[Job], session: Session | None = None) -> bool:
+        """Hand committed jobs over and audit it in ``session`` (default: the request's).
+        On a broker failure the rest stay 'queued' in the database, where the reconciler
+        re-enqueues them; False then."""
+        session = session or self.session
         ok = True
-        if caller_waits:
-            commit_without_waiting(self.session)
         for index, job in enumerate(jobs):
             queue = queue_for(job.priority)
             try:
@@ -111,8 +109,8 @@ class JobService:
                             type(exc).__name__, len(jobs) - index)
                 ok = False
                 break
-            record_enqueued(self.session, job.id, self.actor, queue)
-        self.session.commit()
+            record_enqueued(session, job.id, self.actor, queue)
+        session.commit()
         return ok
 
     def submit(self, sub: JobSubmission, idempotency_key: str | None) -> tuple[Job, bool]:
@@ -164,23 +162,24 @@ class JobService:
             self._require_ready()
         # The photo goes through Redis when there is one (idcard.inputs): the caller is
         # waiting, and the database write of 200 KB was the route's largest overhead.
-        # Nothing is promised before the answer, whose audited read commits normally.
-        commit_without_waiting(self.session)
-        job, _ = create_job(self.session, self.project_id, rec.options, image=rec.image,
-                            url=rec.url, priority=Priority.INTERACTIVE, actor=self.actor,
-                            stash=self._stash_put if self._stash is not None else None)
-        self.session.commit()
-        listen = getattr(self.dispatcher, "listen_for", None)  # optional (CeleryDispatcher)
-        if listen is not None:
-            listen(job.id)  # before the hand-over: its completion cannot be missed
-        if not self._enqueue([job], caller_waits=True):
-            self._stop_listening(job.id)
-            # The caller is waiting and will retry: this job must never run later.
-            fail_job(self.session, job.id, ErrorCode.NOT_READY, "job queue unavailable",
-                     self.actor)
-            self.session.commit()
-            raise _not_ready("the job queue is unavailable; try again later")
-        return job.id
+        # Nothing is promised before the answer, whose audited read commits normally
+        # (in the request's session): these commits do not wait for the disk.
+        with new_session(self.settings.database_url, relaxed=True) as session:
+            job, _ = create_job(session, self.project_id, rec.options, image=rec.image,
+                                url=rec.url, priority=Priority.INTERACTIVE, actor=self.actor,
+                                stash=self._stash_put if self._stash is not None else None)
+            session.commit()
+            listen = getattr(self.dispatcher, "listen_for", None)  # optional (Celery)
+            if listen is not None:
+                listen(job.id)  # before the hand-over: its completion cannot be missed
+            if not self._enqueue([job], session):
+                self._stop_listening(job.id)
+                # The caller is waiting and will retry: this job must never run later.
+                fail_job(session, job.id, ErrorCode.NOT_READY, "job queue unavailable",
+                         self.actor)
+                session.commit()
+                raise _not_ready("the job queue is unavailable; try again later")
+            return job.id
 
     def _sync_answer(self, job_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
         job = get_job(self.session, self.project_id, job_id)

@@ -7,12 +7,15 @@ transaction, normally through ``session_scope()``, which commits on success.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from idcard.models import Base
@@ -24,7 +27,7 @@ metadata = Base.metadata
 # is off so that a job returned from a committed scope can still be serialised.
 SessionLocal = sessionmaker(autoflush=True, expire_on_commit=False)
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple[str, bool], Engine] = {}
 _lock = threading.Lock()
 
 
@@ -64,30 +67,80 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def create_db_engine(url: str) -> Engine:
-    """A new engine for ``url`` with the service's connection settings."""
+# A pooled connection idle for longer than this is pinged before it is handed out; one
+# used more recently is trusted (see ``_ping_if_idle``).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def create_db_engine(url: str, *, relaxed: bool = False) -> Engine:
+    """A new engine for ``url`` with the service's connection settings.
+
+    ``relaxed``: its transactions commit without waiting for the disk (PostgreSQL's
+    ``synchronous_commit = off`` for the whole connection; see ``new_session``). SQLite
+    ignores it.
+    """
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if relaxed:
+        connect_args["options"] = "-c synchronous_commit=off"
+    engine = create_engine(
         # 20 kept connections: under 16 concurrent submits a pool of 5 kept opening
         # and closing connections (bench/service.py), which cost PostgreSQL more CPU
         # than the inserts. connect_timeout: an unreachable host fails fast (IDC.0503).
-        url, pool_pre_ping=True, pool_size=20, max_overflow=10, pool_recycle=1800,
-        hide_parameters=True, connect_args={"connect_timeout": 5}
+        # LIFO: the connection used last is the one reused, so a quiet service keeps
+        # using one warm connection rather than cycling through idle ones.
+        url, pool_size=20, max_overflow=10, pool_recycle=1800, pool_use_lifo=True,
+        hide_parameters=True, connect_args=connect_args,
     )
+    event.listen(engine, "checkin", _mark_idle)
+    event.listen(engine, "checkout", partial(_ping_if_idle, engine))
+    return engine
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The process-wide engine for ``url`` (default: IDCARD_DATABASE_URL)."""
+def _mark_idle(_dbapi_conn: Any, record: Any) -> None:
+    if record is not None:
+        record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Check a connection that has sat in the pool for a while (the server may have
+    restarted, a firewall may have dropped it) before it is handed out; a dead one makes
+    the pool connect afresh (``DisconnectionError``).
+
+    Instead of ``pool_pre_ping``, which pings on every checkout: a round trip that was
+    each transaction's largest fixed cost after its own statements (the synchronous
+    route has six transactions). A connection used within the last
+    PING_AFTER_IDLE_SECONDS is trusted; if the server went away within that time the
+    statement fails with a disconnect error, SQLAlchemy discards every connection of the
+    pool made before it, and the caller gets IDC.0503 (the worker retries, see
+    ``worker.jobrunner.with_db_retry``).
+    """
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        alive = engine.dialect.do_ping(dbapi_conn)
+    except Exception:  # noqa: BLE001 - any failure of the ping: a new connection
+        alive = False
+    if not alive:
+        raise DisconnectionError("pooled connection failed its ping")
+
+
+def get_engine(url: str | None = None, *, relaxed: bool = False) -> Engine:
+    """The process-wide engine for ``url`` (default: IDCARD_DATABASE_URL); ``relaxed``:
+    its engine whose commits do not wait for the disk (the same engine on SQLite)."""
     url = url or get_settings().database_url
+    if relaxed and normalize_url(url).get_backend_name() == "sqlite":
+        relaxed = False
     with _lock:
-        engine = _engines.get(url)
+        engine = _engines.get((url, relaxed))
         if engine is None:
-            engine = _engines[url] = create_db_engine(url)
+            engine = _engines[(url, relaxed)] = create_db_engine(url, relaxed=relaxed)
         return engine
 
 
@@ -100,35 +153,31 @@ def dispose_engines(*, close: bool = True) -> None:
         _engines.clear()
 
 
-def new_session(url: str | None = None) -> Session:
-    return SessionLocal(bind=get_engine(url))
+def new_session(url: str | None = None, *, relaxed: bool = False) -> Session:
+    """A session on the process-wide engine for ``url``.
 
+    ``relaxed=True``: its commits return before their WAL is on disk (PostgreSQL's
+    ``synchronous_commit = off``, set on the connections of a second engine, so that it
+    costs no statement; SQLite: an ordinary session).
 
-def commit_without_waiting(session: Session) -> None:
-    """Let this transaction's commit return before its WAL is on disk (PostgreSQL's
-    ``synchronous_commit = off``, for this transaction only; SQLite: nothing).
-
-    Waiting for the disk costs a few milliseconds per commit (``fdatasync``), four of the
-    synchronous route's five commits. PostgreSQL writes WAL in order, so the next
-    ordinary commit on the server makes such a transaction durable as well; what a crash
-    of the database server can lose is the last fraction of a second of them, never
-    their consistency. Use it only where that loss is harmless: the synchronous route's
-    steps before its answer, whose own audited read commits normally (and whose caller
-    gets an error, not an answer, if the server crashed meanwhile), and a job's start
-    (lost, the job is queued again and re-run). Never for what a caller has been told,
-    such as an accepted asynchronous job.
+    Waiting for the disk costs a few milliseconds per commit (``fdatasync``), for four
+    of the synchronous route's five writing transactions. PostgreSQL writes WAL in
+    order, so the next ordinary commit on the server makes such a transaction durable as
+    well; what a crash of the database server can lose is the last fraction of a second
+    of them, never their consistency. Use it only where that loss is harmless: the
+    synchronous route's steps before its answer, whose own audited read commits normally
+    (and whose caller gets an error, not an answer, if the server crashed meanwhile),
+    and a job's start (lost, the job is queued again and re-run). Never for what a
+    caller has been told, such as an accepted asynchronous job.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_NO_SYNC_COMMIT)
-
-
-_NO_SYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+    return SessionLocal(bind=get_engine(url, relaxed=relaxed))
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any exception."""
-    session = new_session(url)
+def session_scope(url: str | None = None, *, relaxed: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception (``relaxed``: see
+    ``new_session``)."""
+    session = new_session(url, relaxed=relaxed)
     try:
         yield session
         session.commit()

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from idcard import crypto, jobs
 from idcard.audit import record_event
-from idcard.db import commit_without_waiting, session_scope
+from idcard.db import session_scope
 from idcard.errors import ErrorCode, ServiceError
 from idcard.inputs import STORE_REDIS, shared_redis, worker_stash
 from idcard.models import (
@@ -217,9 +217,9 @@ def _load_input(session: Session, job: Any) -> bytes | str:
 
 def _begin(job_id: str, actor: str, restart: bool) -> _Start:
     """queued → running, or restart a job whose previous run died; one transaction."""
-    with session_scope() as session:
-        # Lost in a database crash, the job is simply queued (or running) again.
-        commit_without_waiting(session)
+    # Relaxed commit: lost in a database crash, the job is simply queued (or running)
+    # again.
+    with session_scope(relaxed=True) as session:
         started = jobs.begin_job(session, job_id, actor)
         if started is not None:
             return _started(session, started)
@@ -310,11 +310,9 @@ def run_job(
     work_ms = int((time.monotonic() - t0) * 1000)
 
     def finish() -> tuple[str | None, str | None, bool]:
-        with session_scope() as session:
-            if begin.stashed:
-                # A caller of the synchronous route waits for this job: its audited read
-                # of the result is the durable commit (idcard.db.commit_without_waiting).
-                commit_without_waiting(session)
+        # A caller of the synchronous route waits for a job whose photo is stashed: its
+        # audited read of the result is the durable commit (idcard.db.new_session).
+        with session_scope(relaxed=begin.stashed) as session:
             if body is not None:
                 done = jobs.succeed_job(session, job_id, body, scores_of(body), actor)
                 status = JobStatus.SUCCEEDED.value

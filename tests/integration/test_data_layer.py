@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timedelta
@@ -15,13 +16,14 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from idcard import crypto
+from idcard import crypto, db
 from idcard.audit import record_event
 from idcard.batches import BatchItem, batch_counts, batch_jobs, batch_results, create_batch
 from idcard.cli import main as cli_main
-from idcard.db import create_db_engine, dispose_engines, session_scope
+from idcard.db import create_db_engine, dispose_engines, get_engine, session_scope
 from idcard.errors import ErrorCode, ServiceError
 from idcard.inputs import STORE_REDIS
 from idcard.jobs import (
@@ -728,6 +730,79 @@ def test_cli_migrate_and_create_project(tmp_path, monkeypatch: pytest.MonkeyPatc
         use_settings(monkeypatch)
         assert cli_main(["projects", "create", "x"]) == 2
         assert "IDCARD_SECRET_KEY" in capsys.readouterr().err
+    finally:
+        dispose_engines()
+
+
+# --- connections ----------------------------------------------------------------------
+
+
+def test_relaxed_sessions_commit_without_waiting_for_the_disk(postgresql_url: str) -> None:
+    # The setting rides on the relaxed engine's connections: no statement per transaction.
+    try:
+        for relaxed, expected in ((True, "off"), (False, "on")):
+            with session_scope(postgresql_url, relaxed=relaxed) as s:
+                assert s.scalar(text("SHOW synchronous_commit")) == expected
+        assert get_engine(postgresql_url, relaxed=True) is not get_engine(postgresql_url)
+    finally:
+        dispose_engines()
+
+
+def test_relaxed_is_the_ordinary_engine_on_sqlite(sqlite_url: str) -> None:
+    try:
+        assert get_engine(sqlite_url, relaxed=True) is get_engine(sqlite_url)
+    finally:
+        dispose_engines()
+
+
+def _backend_pid(s: Session) -> int:
+    return s.scalar(text("SELECT pg_backend_pid()"))
+
+
+def _terminate(admin_url: str, pid: int) -> None:
+    engine = create_db_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_idle_too_long_is_pinged_and_replaced(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Instead of a ping per checkout: a pooled connection idle for longer than
+    PING_AFTER_IDLE_SECONDS is checked first, and a dead one replaced unseen."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.2)
+    try:
+        with session_scope(postgresql_url) as s:
+            first = _backend_pid(s)
+        with session_scope(postgresql_url) as s:
+            assert _backend_pid(s) == first  # reused (LIFO), not pinged: no error either
+        _terminate(postgresql_url, first)  # the server drops it (a restart, a failover)
+        time.sleep(0.3)
+        with session_scope(postgresql_url) as s:
+            assert _backend_pid(s) != first  # pinged, found dead, replaced: no error
+    finally:
+        dispose_engines()
+
+
+def test_a_connection_used_recently_is_trusted_and_a_dead_one_fails_once(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No ping within PING_AFTER_IDLE_SECONDS: a connection killed meanwhile fails its
+    statement with a disconnect error (IDC.0503 at the API, a retry in the worker); the
+    pool drops its older connections, so the next transaction works."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    try:
+        with session_scope(postgresql_url) as s:
+            first = _backend_pid(s)
+        _terminate(postgresql_url, first)
+        with pytest.raises(OperationalError), session_scope(postgresql_url) as s:
+            _backend_pid(s)
+        with session_scope(postgresql_url) as s:
+            assert _backend_pid(s) != first
     finally:
         dispose_engines()
 
