@@ -72,16 +72,145 @@ def job_status(job_id: str, database_url: str | None = None) -> str | None:
 # --- Celery ---------------------------------------------------------------------------
 
 
+class _Waiter:
+    """One caller waiting for one job: ``event`` is set with ``status`` (a final status),
+    or without one when the database should be asked at once (the listener missed a
+    while)."""
+
+    __slots__ = ("event", "status", "covered")
+
+    def __init__(self, covered: bool) -> None:
+        self.event = threading.Event()
+        self.status: str | None = None
+        # Whether the listener was subscribed when the wait began: if not, a completion
+        # may already have gone by unheard.
+        self.covered = covered
+
+
+class CompletionListener:
+    """One Redis connection per API process, subscribed to every job's done channel
+    (a pattern), read by one thread that wakes whoever waits for the job.
+
+    A subscription per call would open and close a Redis connection each time (a
+    ``PubSub`` disconnects when closed), several round trips on the synchronous route's
+    path. The listener's connection is made once and made again after an error; while
+    it is down, and right after it is back (completions may have gone by unheard), the
+    waiters are told to ask the database.
+    """
+
+    def __init__(self, redis: Any, *, subscribe_timeout: float = 1.0) -> None:
+        self._redis = redis
+        self._subscribe_timeout = subscribe_timeout
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._subscribed = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._prefix = done_channel("")
+        self.subscriptions = 0  # times the listener has (re)subscribed
+
+    @property
+    def listening(self) -> bool:
+        return self._subscribed.is_set()
+
+    @property
+    def waiting(self) -> int:
+        """Waits registered and not yet over."""
+        with self._lock:
+            return sum(len(w) for w in self._waiters.values())
+
+    def register(self, job_id: str) -> _Waiter:
+        """Start hearing about ``job_id`` (before it is enqueued, so nothing is missed)."""
+        self._start()
+        if not self._subscribed.is_set():  # the first call, or Redis is reconnecting
+            self._subscribed.wait(self._subscribe_timeout)
+        waiter = _Waiter(covered=self._subscribed.is_set())
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append(waiter)
+        return waiter
+
+    def unregister(self, job_id: str, waiter: _Waiter) -> None:
+        with self._lock:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[job_id]
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="idcard-completions")
+                self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._closed.is_set():
+            pubsub = self._redis.pubsub()
+            try:
+                pubsub.psubscribe(done_channel("*"))
+                while not self._closed.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    kind = message.get("type")
+                    if kind == "psubscribe":
+                        self.subscriptions += 1
+                        self._subscribed.set()
+                        if backoff > 0.1:
+                            log.info("completion listener: subscribed again")
+                        backoff = 0.1
+                        self._wake_all()  # anything may have ended while we were away
+                    elif kind == "pmessage":
+                        self._deliver(message["channel"], message["data"])
+            except Exception as exc:  # noqa: BLE001 - Redis down or restarted: reconnect
+                if not self._closed.is_set() and backoff == 0.1:  # once per outage
+                    log.warning("completion listener: %s; reconnecting",
+                                type(exc).__name__)
+            finally:
+                self._subscribed.clear()
+                self._wake_all()
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001 - the connection is broken anyway
+                    pass
+            self._closed.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _deliver(self, channel: bytes | str, data: bytes | str) -> None:
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        status = data.decode() if isinstance(data, bytes) else str(data)
+        if not channel.startswith(self._prefix) or status not in _TERMINAL:
+            return
+        with self._lock:
+            waiters = list(self._waiters.get(channel[len(self._prefix):], ()))
+        for waiter in waiters:
+            waiter.status = status
+            waiter.event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+        for waiter in waiters:
+            waiter.event.set()  # no status: ask the database
+
+    def close(self) -> None:
+        self._closed.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=3)
+
+
 class CeleryDispatcher:
     """Sends recognition tasks by name; waits on Redis pub/sub with a database fallback.
 
-    ``wait`` subscribes to the job's done channel and only then reads the job's status
-    once: a job that ended before the subscription is seen in the database, one that
-    ends after it is announced on the channel, so no completion is missed whatever the
-    order of ``enqueue`` and ``wait``. The status is also re-read every
+    Completions are heard by one ``CompletionListener`` per dispatcher. ``wait`` reads
+    the job's status once when its wait began unheard (a job that ended before is seen
+    in the database; one that ends after is heard). The status is also re-read every
     ``listening_poll_interval`` seconds in case a message is lost (Redis pub/sub is
     fire and forget: a reconnect drops messages), and every ``poll_interval`` seconds
-    when Redis cannot be listened to at all. The first is longer: each read costs the
+    while Redis cannot be listened to at all. The first is longer: each read costs the
     API and PostgreSQL CPU that the recognitions running meanwhile need.
     """
 
@@ -111,7 +240,8 @@ class CeleryDispatcher:
         self._poll_interval = poll_interval
         self._listening_poll_interval = max(poll_interval, listening_poll_interval)
         self._lock = threading.Lock()
-        self._listening: dict[str, Any] = {}  # job id -> subscribed PubSub (``listen_for``)
+        self._listening: dict[str, _Waiter] = {}  # job id -> waiter (``listen_for``)
+        self._completions = CompletionListener(self._redis)
         # The workers read IDCARD_REDIS_URL: the stash must be in that Redis database.
         self.input_stash: InputStash | None = InputStash(self._redis)
 
@@ -119,40 +249,34 @@ class CeleryDispatcher:
         self._celery.send_task(TASK_RECOGNIZE, args=[job_id], queue=queue)
 
     def listen_for(self, job_id: str) -> None:
-        """Subscribe to the job's completion before it is enqueued (the synchronous
-        route): no completion can come before the subscription, so ``wait`` skips its
-        first database read, which would otherwise compete with the worker for the CPU
-        while the job starts. Call ``wait`` (or ``stop_listening``) afterwards."""
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        if not self._subscribe(pubsub, job_id):
-            pubsub.close()
-            return
+        """Start hearing about the job before it is enqueued (the synchronous route):
+        no completion can come before, so ``wait`` skips its first database read, which
+        would otherwise compete with the worker for the CPU while the job starts. Costs
+        no I/O once the listener is subscribed. Call ``wait`` (or ``stop_listening``)
+        afterwards."""
+        waiter = self._completions.register(job_id)
         with self._lock:
-            self._listening[job_id] = pubsub
+            self._listening[job_id] = waiter
 
     def stop_listening(self, job_id: str) -> None:
         """Drop a ``listen_for`` that no ``wait`` will use (the enqueue failed)."""
         with self._lock:
-            pubsub = self._listening.pop(job_id, None)
-        if pubsub is not None:
-            pubsub.close()
+            waiter = self._listening.pop(job_id, None)
+        if waiter is not None:
+            self._completions.unregister(job_id, waiter)
 
     def wait(self, job_id: str, timeout: float) -> str | None:
-        from redis.exceptions import RedisError
-
         deadline = time.monotonic() + timeout
         with self._lock:
-            pubsub = self._listening.pop(job_id, None)
+            waiter = self._listening.pop(job_id, None)
+        if waiter is None:
+            waiter = self._completions.register(job_id)
+            waiter.covered = False  # it may have ended before: ask the database first
         try:
-            if pubsub is not None:  # subscribed before the job was enqueued
-                listening = True
-                next_poll = time.monotonic() + self._listening_poll_interval
-            else:
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                listening = self._subscribe(pubsub, job_id)
-                next_poll = 0.0
+            next_poll = (time.monotonic() + self._listening_poll_interval
+                         if waiter.covered else 0.0)
             while (left := deadline - time.monotonic()) > 0:
-                interval = (self._listening_poll_interval if listening
+                interval = (self._listening_poll_interval if self._completions.listening
                             else self._poll_interval)
                 if time.monotonic() >= next_poll:
                     status = job_status(job_id, self._database_url)
@@ -160,34 +284,14 @@ class CeleryDispatcher:
                         return status
                     next_poll = time.monotonic() + interval
                 step = max(0.0, min(left, next_poll - time.monotonic(), interval))
-                if not listening:
-                    time.sleep(step)  # Redis lost: the database alone decides
-                    continue
-                try:
-                    message = pubsub.get_message(timeout=step)
-                except RedisError:
-                    listening = False
-                    next_poll = 0.0  # the database alone decides now: ask it at once
-                    continue
-                if message is not None and message.get("type") == "message":
-                    data = message["data"]
-                    status = data.decode() if isinstance(data, bytes) else str(data)
-                    if status in _TERMINAL:
-                        return status
+                if waiter.event.wait(step):
+                    if waiter.status in _TERMINAL:
+                        return waiter.status
+                    waiter.event.clear()
+                    next_poll = 0.0  # the listener was away: the database decides now
             return None
         finally:
-            pubsub.close()
-
-    @staticmethod
-    def _subscribe(pubsub: Any, job_id: str) -> bool:
-        from redis.exceptions import RedisError
-
-        try:
-            pubsub.subscribe(done_channel(job_id))
-            return True
-        except RedisError:
-            log.warning("completion channel unavailable; polling the database")
-            return False
+            self._completions.unregister(job_id, waiter)
 
     def ready(self) -> bool:
         try:
@@ -208,9 +312,8 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         with self._lock:
-            left, self._listening = list(self._listening.values()), {}
-        for pubsub in left:
-            pubsub.close()
+            self._listening = {}
+        self._completions.close()
         self._redis.close()
         self._celery.close()
 

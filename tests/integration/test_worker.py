@@ -520,25 +520,73 @@ def test_broker_scan_sees_waiting_messages(stack: Stack) -> None:
 
 
 def test_a_listened_for_completion_is_never_missed(stack: Stack) -> None:
-    """The synchronous route subscribes before it enqueues: a completion published at
-    once (faster than any wait could subscribe) still ends the wait, with no database
-    read. Without the early subscription, such a message is lost and only the database
-    (which knows no such job here) could tell."""
+    """The synchronous route starts listening before it enqueues: a completion published
+    at once (faster than any wait could begin) still ends the wait, with no database
+    read (which knows no such job here, so only the message can end it)."""
     from api.dispatch import CeleryDispatcher
 
     dispatcher = CeleryDispatcher(stack.redis_url, stack.redis_url, poll_interval=0.2)
     publisher = redis.Redis.from_url(stack.redis_url)
     try:
-        early, late = secrets.token_hex(16), secrets.token_hex(16)
+        early = secrets.token_hex(16)
         dispatcher.listen_for(early)
-        for job_id in (early, late):
-            publisher.publish(done_channel(job_id), "succeeded")
+        publisher.publish(done_channel(early), "succeeded")
         assert dispatcher.wait(early, timeout=2) == "succeeded"
-        assert dispatcher.wait(late, timeout=0.5) is None  # missed: not subscribed yet
-        # A subscription no wait takes is released.
+        # A listen no wait takes is released, as is every wait when it ends.
+        late = secrets.token_hex(16)
         dispatcher.listen_for(late)
+        assert dispatcher._completions.waiting == 1
         dispatcher.stop_listening(late)
+        assert dispatcher._completions.waiting == 0
         assert dispatcher.wait(late, timeout=0.3) is None
+        assert dispatcher._completions.waiting == 0
     finally:
         publisher.close()
         dispatcher.close()
+
+
+def test_waits_share_one_redis_connection(stack: Stack) -> None:
+    """Completions are heard on one connection per dispatcher, not one per wait (a
+    ``PubSub`` per call connected and disconnected on the synchronous route's path)."""
+    from api.dispatch import CeleryDispatcher
+
+    dispatcher = CeleryDispatcher(stack.redis_url, stack.redis_url, poll_interval=0.2)
+    publisher = redis.Redis.from_url(stack.redis_url)
+    try:
+        dispatcher.listen_for(secrets.token_hex(16))  # the listener connects once
+        before = publisher.info("stats")["total_connections_received"]
+        for _ in range(20):
+            job_id = secrets.token_hex(16)
+            dispatcher.listen_for(job_id)
+            publisher.publish(done_channel(job_id), "failed")
+            assert dispatcher.wait(job_id, timeout=2) == "failed"
+        assert publisher.info("stats")["total_connections_received"] - before < 5
+    finally:
+        publisher.close()
+        dispatcher.close()
+
+
+def test_the_listener_reconnects_after_its_connection_is_killed(stack: Stack) -> None:
+    from api.dispatch import CeleryDispatcher
+
+    dispatcher = CeleryDispatcher(stack.redis_url, stack.redis_url, poll_interval=0.2)
+    publisher = redis.Redis.from_url(stack.redis_url)
+    try:
+        first = secrets.token_hex(16)
+        dispatcher.listen_for(first)
+        assert publisher.client_kill_filter(_type="pubsub") >= 1  # Redis drops it
+        # The waiter is woken to ask the database (which knows no such job here) and
+        # goes on waiting; the listener subscribes again and hears the next message.
+        listener = dispatcher._completions
+        wait_until(lambda: listener.subscriptions == 2 and listener.listening, 10,
+                   "subscribed again", interval=0.05)
+        later = secrets.token_hex(16)
+        dispatcher.listen_for(later)
+        publisher.publish(done_channel(later), "succeeded")
+        assert dispatcher.wait(later, timeout=3) == "succeeded"
+        dispatcher.stop_listening(first)
+    finally:
+        publisher.close()
+        dispatcher.close()
+
+
