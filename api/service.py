@@ -227,6 +227,9 @@ class JobService:
             return
         if data_enc is not None and keep_input(self.session, job.id, data_enc):
             self.session.commit()
+            # No worker reads it from Redis now (one that started has read it already):
+            # it need not wait there for its TTL.
+            self._stash.discard(job.id)
 
     async def recognize(self, raw_body: bytes) -> tuple[int, dict[str, Any]]:
         """Run one recognition of the vendor's request (``raw_body``, its JSON) as an

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class Service:
     hooks: LocalServer
     api_log: Path
     redis_url: str
+    env: dict[str, str]
+    token: str
 
     @property
     def base(self) -> str:
@@ -110,7 +113,7 @@ def service(postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
                     httpx.Client(base_url=base, timeout=120,
                                  headers={"X-Auth-Token": creds["token"]}) as http:
                 yield Service(http, creds["project_id"], creds["webhook_secret"], worker,
-                              hooks, logs / "api.log", redis_url)
+                              hooks, logs / "api.log", redis_url, env, creds["token"])
         finally:
             worker.stop()
             ping.close()
@@ -146,6 +149,40 @@ def test_sync_call_through_the_worker(service: Service, card: Any) -> None:
     held = redis.Redis.from_url(service.redis_url)
     # Deleted by the worker right after it has told the API (so maybe just after this).
     wait_until(lambda: not list(held.scan_iter(match=stash_key("*"))), 10, "stash empty")
+    held.close()
+
+
+def test_a_sync_call_that_times_out_keeps_its_photo_and_the_job_goes_on(
+    service: Service, card: Any, tmp_path: Path,
+) -> None:
+    """IDC.0408 for a photo held in Redis: before answering, the API moves it into the
+    database (the Redis copy would expire), so the job runs whenever a worker is free."""
+    port = free_port()
+    serve = [sys.executable, "-m", "idcard.cli", "serve", "--port", str(port),
+             "--log-level", "warning"]
+    env = {**service.env, "IDCARD_SYNC_TIMEOUT_SECONDS": "1"}
+    worker = service.worker.proc
+    assert worker is not None
+    held = redis.Redis.from_url(service.redis_url)
+    with serve_in_subprocess(serve, env, port, tmp_path / "api.log") as base:
+        os.killpg(worker.pid, signal.SIGSTOP)  # no worker takes the job meanwhile
+        try:
+            r = httpx.post(f"{base}{service.base}", json={"image": b64(card.image_bytes)},
+                           headers={"X-Auth-Token": service.token}, timeout=30)
+            assert r.status_code == 504 and r.json()["error_code"] == "IDC.0408", r.text
+            job_id = r.json()["error_msg"].split("job ")[1].split(":")[0]
+            with session_scope() as session:
+                job = session.get(Job, job_id)
+                assert job is not None and job.status == "queued"
+                assert job.input_store is None  # in the database now
+                assert session.get(JobInput, job_id) is not None
+            assert held.get(stash_key(job_id)) is None
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
+    view = service.wait(job_id)
+    assert view["status"] == "succeeded" and view["result"] == {"result": card.expected}
+    with session_scope() as session:
+        assert session.get(JobInput, job_id) is None  # deleted when the job ended
     held.close()
 
 
