@@ -94,8 +94,11 @@ def create_db_engine(url: str, *, relaxed: bool = False) -> Engine:
         # than the inserts. connect_timeout: an unreachable host fails fast (IDC.0503).
         # LIFO: the connection used last is the one reused, so a quiet service keeps
         # using one warm connection rather than cycling through idle ones.
-        url, pool_size=20, max_overflow=10, pool_recycle=1800, pool_use_lifo=True,
-        hide_parameters=True, connect_args=connect_args,
+        # The relaxed engine serves only the synchronous route's steps and job starts:
+        # a smaller pool, so that the two together stay within PostgreSQL's default
+        # max_connections (100) for a few processes.
+        url, pool_size=10 if relaxed else 20, max_overflow=10, pool_recycle=1800,
+        pool_use_lifo=True, hide_parameters=True, connect_args=connect_args,
     )
     event.listen(engine, "checkin", _mark_idle)
     event.listen(engine, "checkout", partial(_ping_if_idle, engine))
