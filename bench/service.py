@@ -92,7 +92,7 @@ class Plan:
 QUICK = Plan(submit_concurrency=(16,), submit_count=400, submit_seconds=15,
              submit_warmup=20, idle_samples=8, scale_jobs=16, isolation_samples=8)
 FULL = Plan(submit_concurrency=(16, 4), submit_count=3000, submit_seconds=30,
-            submit_warmup=50, idle_samples=30, scale_jobs=80, isolation_samples=20)
+            submit_warmup=50, idle_samples=60, scale_jobs=80, isolation_samples=20)
 
 _T0 = time.monotonic()
 
