@@ -269,12 +269,14 @@ class CeleryDispatcher:
         deadline = time.monotonic() + timeout
         with self._lock:
             waiter = self._listening.pop(job_id, None)
+        # Heard from before its hand-over (``listen_for``), the job cannot have ended
+        # unheard; otherwise the database is asked first.
+        heard_from_start = waiter is not None and waiter.covered
         if waiter is None:
             waiter = self._completions.register(job_id)
-            waiter.covered = False  # it may have ended before: ask the database first
         try:
             next_poll = (time.monotonic() + self._listening_poll_interval
-                         if waiter.covered else 0.0)
+                         if heard_from_start else 0.0)
             while (left := deadline - time.monotonic()) > 0:
                 interval = (self._listening_poll_interval if self._completions.listening
                             else self._poll_interval)
