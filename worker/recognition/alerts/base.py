@@ -25,8 +25,8 @@ from worker.recognition.layout import CARD_H_PX, CARD_W_MM, CARD_W_PX, PX_PER_MM
 from worker.recognition.ocr import TextLine
 from worker.recognition.reader import CardRead
 
-__all__ = ["OUTLINE_EDGE_MM", "SCORE_MAX", "AlertContext", "Detector", "card_outline",
-           "logistic_score", "outline_cut"]
+__all__ = ["OUTLINE_EDGE_MM", "SCORE_MAX", "AlertContext", "Detector", "anchor_pairs",
+           "card_outline", "logistic_score", "outline_cut"]
 
 #: Scores are integers in [0, SCORE_MAX] (the vendor's range).
 SCORE_MAX = 99
@@ -115,6 +115,26 @@ _SCALE_RANGE = (0.3, 1.5)
 
 def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
     """Uniform scale and shift from layout px to card px, fitted to caption positions."""
+    src, dst = anchor_pairs(lines, side)
+    eye = np.eye(3)
+    if len(src) < 2:
+        return eye  # one caption is too little to move the whole layout by
+    s_pts, d_pts = np.array(src, np.float64), np.array(dst, np.float64)
+    if len(s_pts) == 1 or np.ptp(s_pts, axis=0).max() < 10 * PX_PER_MM:
+        scale = 1.0
+    else:
+        sc, dc = s_pts - s_pts.mean(0), d_pts - d_pts.mean(0)
+        scale = float((sc * dc).sum() / max((sc * sc).sum(), 1e-6))
+        if not _SCALE_RANGE[0] <= scale <= _SCALE_RANGE[1]:
+            return eye  # the anchors disagree: trust nothing rather than a wild fit
+    shift = (d_pts - scale * s_pts).mean(axis=0)
+    return np.array([[scale, 0, shift[0]], [0, scale, shift[1]], [0, 0, 1]])
+
+
+def anchor_pairs(lines: list[TextLine], side: str | None,
+                 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(layout points, card points): where the recognised captions, titles and the
+    number are printed on the published layout and where this card image shows them."""
     src, dst = [], []
     for ln in lines:
         text = ln.text
@@ -131,19 +151,7 @@ def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
         if side == "front" and digits >= 15 and ln.cy > 40 * PX_PER_MM:
             src += [(29.5 * PX_PER_MM, 46.5 * PX_PER_MM), (77.5 * PX_PER_MM, 46.5 * PX_PER_MM)]
             dst += [(ln.x0, ln.cy), (ln.x1, ln.cy)]
-    eye = np.eye(3)
-    if len(src) < 2:
-        return eye  # one caption is too little to move the whole layout by
-    s_pts, d_pts = np.array(src, np.float64), np.array(dst, np.float64)
-    if len(s_pts) == 1 or np.ptp(s_pts, axis=0).max() < 10 * PX_PER_MM:
-        scale = 1.0
-    else:
-        sc, dc = s_pts - s_pts.mean(0), d_pts - d_pts.mean(0)
-        scale = float((sc * dc).sum() / max((sc * sc).sum(), 1e-6))
-        if not _SCALE_RANGE[0] <= scale <= _SCALE_RANGE[1]:
-            return eye  # the anchors disagree: trust nothing rather than a wild fit
-    shift = (d_pts - scale * s_pts).mean(axis=0)
-    return np.array([[scale, 0, shift[0]], [0, scale, shift[1]], [0, 0, 1]])
+    return src, dst
 
 
 class AlertContext:
