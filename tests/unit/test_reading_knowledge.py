@@ -415,3 +415,22 @@ def test_a_name_line_ending_a_cell_late_gets_its_lost_character_back() -> None:
     two = _line("姓名孙宏", 5.8, 10.5, 24.1)
     assert _recover_lost_character(Untouchable(), cropper, two, "姓名孙宏", None) == "姓名孙宏"
     assert mm(1) == 10  # the helper lines are in card pixels
+
+
+@pytest.mark.parametrize(("pieces", "expected", "shift"), [
+    # A stray piece between the label column and the name's first cell (glare on the
+    # paper's pattern, read as 二): not part of the name.
+    ([("二", 14.0, 16.5), ("曲灿健", 16.7, 28.3)], "曲灿健", 0.0),
+    # A piece reaching into the first cell holds the first character.
+    ([("曲", 16.6, 20.0), ("灿健", 20.4, 28.3)], "曲灿健", 0.0),
+    # The whole card shifted left (an outline a millimetre or two off): the other rows
+    # say where its values begin.
+    ([("曲", 14.7, 16.9), ("灿健", 17.3, 25.0)], "曲灿健", -1.8),
+])
+def test_a_stray_piece_left_of_the_name_adds_nothing(
+    pieces: list[tuple[str, float, float]], expected: str, shift: float
+) -> None:
+    lines = [_line(t, x0, 10.5, x1) for t, x0, x1 in pieces] + [
+        _line("男", 16.5 + shift, 17, 20), _line("2018年10月16日", 16.5 + shift, 23.5, 45),
+        _line("141023201810165577", 29.5, 46.5, 77.5)]
+    assert parse_front(lines).values["name"] == expected

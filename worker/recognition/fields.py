@@ -220,7 +220,7 @@ def parse_front(
         name_i = 0  # neither sex nor birth row found: the first row is the name
 
     if name_i is not None and name_i >= 0:
-        row = [ln for ln in rows[name_i] if ln.x1 > mm(FRONT_VALUE_X_MM - 2)]
+        row = _name_row(rows[name_i], _value_column_x(rows[:name_i] + rows[name_i + 1:]))
         if row:
             out.values["name"] = _clean_name("".join(strip_label(ln.text) for ln in row))
             out.quads["name"] = _union_quad(row)
@@ -334,6 +334,35 @@ def _read_number(
     # Read the line again as exactly 18 characters whose checksum, region and birth date
     # hold: the most probable such reading under the recogniser's own frame scores.
     return read_number(line) or repaired
+
+
+def _value_column_x(rows: list[list[TextLine]]) -> float:
+    """Where the values begin on this card: the median left edge of the rows that start
+    near the layout's value column (an outline a millimetre off moves them all), or the
+    layout's own figure."""
+    near = sorted(r[0].x0 for r in rows if not r[0].label_merged
+                  and abs(r[0].x0 - mm(FRONT_VALUE_X_MM)) < mm(3.0))
+    return near[len(near) // 2] if near else mm(FRONT_VALUE_X_MM)
+
+
+def _name_row(row: list[TextLine], start: float) -> list[TextLine]:
+    """The pieces of the name row that hold the name; values begin at ``start``.
+
+    Pieces ending left of where values begin are labels. So is a one-character piece
+    ending before the middle of the name's first cell when another piece of the row
+    starts at the value column: nothing is printed between the label column and that
+    cell, so what the detector found there is the label's tail or the paper's pattern
+    under glare (曲灿健 read as 二曲灿健). A piece reaching further holds the first
+    character itself.
+    """
+    row = [ln for ln in row if ln.x1 > mm(FRONT_VALUE_X_MM - 2)]
+
+    def stray(a: TextLine) -> bool:
+        return (a.x1 < start + mm(1.0) and len(strip_label(a.text)) <= 1 and any(
+            b is not a and b.x0 >= start - mm(1.0) and b.x0 > a.x1 - mm(0.5)
+            for b in row))
+
+    return [ln for ln in row if not stray(ln)]
 
 
 def _clean_name(text: str) -> str:
