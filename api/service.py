@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,6 @@ import anyio
 from anyio import CapacityLimiter
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from api.body import parse_json_object
 from api.dispatch import Dispatcher
@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 
 # Batch results: commit the audit events of what was streamed every this many lines.
 _RESULTS_COMMIT_EVERY = 20
+# Sync-route bodies decoded at once (each up to 14 MB of JSON and base64, decoded into
+# several copies): as many as the thread pool every other request runs on (anyio's
+# default, 40), not as many as there may be waiting threads (api.app.SYNC_WAIT_THREADS).
+_DECODE_SLOTS = threading.BoundedSemaphore(40)
 
 
 def _not_ready(message: str) -> ServiceError:
@@ -231,26 +235,29 @@ class JobService:
             # it need not wait there for its TTL.
             self._stash.discard(job.id)
 
+    def _recognize_blocking(self, raw_body: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
+        with _DECODE_SLOTS:
+            rec = parse_recognition(parse_json_object(raw_body))
+        job_id = self._start_sync_job(rec)
+        try:
+            return self._wait_and_answer(job_id, timeout)
+        finally:
+            self._stop_listening(job_id)  # one no wait took (the enqueue failed)
+
     async def recognize(self, raw_body: bytes) -> tuple[int, dict[str, Any]]:
         """Run one recognition of the vendor's request (``raw_body``, its JSON) as an
         interactive job and wait for it: ``(status, body)`` with the vendor's body, or
         ``IDC.0408`` after IDCARD_SYNC_TIMEOUT_SECONDS.
 
-        Two trips to a worker thread, as each costs a wake-up on a busy machine: one
-        parses and decodes the body (up to 14 MB of JSON and base64, kept off the event
-        loop), stores the job and enqueues it; the other waits for the job and reads its
-        answer.
+        One trip to a worker thread, as each trip costs two wake-ups (there and back),
+        a fraction of a millisecond each on this machine: it decodes the body (up to
+        14 MB of JSON and base64, kept off the event loop), stores the job, enqueues it,
+        waits for it and reads its answer. Waiting threads have their own limiter: slow
+        recognitions must not starve the thread pool that every other request runs on.
         """
-        timeout = self.settings.sync_timeout_seconds
-        job_id = await run_in_threadpool(
-            lambda: self._start_sync_job(parse_recognition(parse_json_object(raw_body))))
-        # Waiting threads have their own limiter: slow recognitions must not starve the
-        # thread pool that every other request runs on.
-        try:
-            return await anyio.to_thread.run_sync(self._wait_and_answer, job_id, timeout,
-                                                  limiter=self.wait_limiter)
-        finally:
-            self._stop_listening(job_id)  # one no wait took (the request was cancelled)
+        return await anyio.to_thread.run_sync(
+            self._recognize_blocking, raw_body, self.settings.sync_timeout_seconds,
+            limiter=self.wait_limiter)
 
     # --- reading and cancelling ---------------------------------------------------
 
