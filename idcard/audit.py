@@ -54,6 +54,13 @@ def _check_detail(detail: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def checked_actor(actor: str) -> str:
+    """``actor`` if it is a short identifier such as ``api:token``, else ValueError."""
+    if not _ACTOR.fullmatch(actor):
+        raise ValueError("actor must be a short identifier such as 'api:token'")
+    return actor
+
+
 def record_event(
     session: Session,
     job_id: str,
@@ -64,13 +71,11 @@ def record_event(
     **detail: Any,
 ) -> JobEvent:
     """Add one audit event to the session's transaction (flushed with it)."""
-    if not _ACTOR.fullmatch(actor):
-        raise ValueError("actor must be a short identifier such as 'api:token'")
     row = JobEvent(
         job_id=job_id,
         project_id=project_id,
         at=at or utcnow(),
-        actor=actor,
+        actor=checked_actor(actor),
         event=EventType(event).value,
         detail=_check_detail(detail),
     )

@@ -27,7 +27,7 @@ metadata = Base.metadata
 # is off so that a job returned from a committed scope can still be serialised.
 SessionLocal = sessionmaker(autoflush=True, expire_on_commit=False)
 
-_engines: dict[tuple[str, bool], Engine] = {}
+_engines: dict[tuple[str, bool, bool], Engine] = {}
 _lock = threading.Lock()
 
 
@@ -72,12 +72,12 @@ def normalize_url(url: str) -> URL:
 PING_AFTER_IDLE_SECONDS = 5.0
 
 
-def create_db_engine(url: str, *, relaxed: bool = False) -> Engine:
+def create_db_engine(url: str, *, relaxed: bool = False, autocommit: bool = False) -> Engine:
     """A new engine for ``url`` with the service's connection settings.
 
     ``relaxed``: its transactions commit without waiting for the disk (PostgreSQL's
-    ``synchronous_commit = off`` for the whole connection; see ``new_session``). SQLite
-    ignores it.
+    ``synchronous_commit = off`` for the whole connection; see ``new_session``);
+    ``autocommit``: every statement is its own transaction. SQLite ignores both.
     """
     url = normalize_url(url)
     if url.get_backend_name() == "sqlite":
@@ -94,11 +94,13 @@ def create_db_engine(url: str, *, relaxed: bool = False) -> Engine:
         # than the inserts. connect_timeout: an unreachable host fails fast (IDC.0503).
         # LIFO: the connection used last is the one reused, so a quiet service keeps
         # using one warm connection rather than cycling through idle ones.
-        # The relaxed engine serves only the synchronous route's steps and job starts:
-        # a smaller pool, so that the two together stay within PostgreSQL's default
-        # max_connections (100) for a few processes.
-        url, pool_size=10 if relaxed else 20, max_overflow=10, pool_recycle=1800,
-        pool_use_lifo=True, hide_parameters=True, connect_args=connect_args,
+        # The relaxed and autocommit engines serve only the synchronous route's steps
+        # and the workers' transitions: smaller pools, so that together they stay
+        # within PostgreSQL's default max_connections (100) for a few processes.
+        url, pool_size=5 if autocommit else 10 if relaxed else 20, max_overflow=10,
+        pool_recycle=1800, pool_use_lifo=True, hide_parameters=True,
+        connect_args=connect_args,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
     event.listen(engine, "checkin", _mark_idle)
     event.listen(engine, "checkout", partial(_ping_if_idle, engine))
@@ -134,16 +136,19 @@ def _ping_if_idle(engine: Engine, dbapi_conn: Any, record: Any, _proxy: Any) -> 
         raise DisconnectionError("pooled connection failed its ping")
 
 
-def get_engine(url: str | None = None, *, relaxed: bool = False) -> Engine:
-    """The process-wide engine for ``url`` (default: IDCARD_DATABASE_URL); ``relaxed``:
-    its engine whose commits do not wait for the disk (the same engine on SQLite)."""
+def get_engine(url: str | None = None, *, relaxed: bool = False,
+               autocommit: bool = False) -> Engine:
+    """The process-wide engine for ``url`` (default: IDCARD_DATABASE_URL); ``relaxed``
+    and ``autocommit``: see ``new_session`` (on SQLite, the one ordinary engine)."""
     url = url or get_settings().database_url
-    if relaxed and normalize_url(url).get_backend_name() == "sqlite":
-        relaxed = False
+    if normalize_url(url).get_backend_name() == "sqlite":
+        relaxed = autocommit = False
+    key = (url, relaxed, autocommit)
     with _lock:
-        engine = _engines.get((url, relaxed))
+        engine = _engines.get(key)
         if engine is None:
-            engine = _engines[(url, relaxed)] = create_db_engine(url, relaxed=relaxed)
+            engine = _engines[key] = create_db_engine(url, relaxed=relaxed,
+                                                      autocommit=autocommit)
         return engine
 
 
@@ -156,8 +161,15 @@ def dispose_engines(*, close: bool = True) -> None:
         _engines.clear()
 
 
-def new_session(url: str | None = None, *, relaxed: bool = False) -> Session:
+def new_session(url: str | None = None, *, relaxed: bool = False,
+                autocommit: bool = False) -> Session:
     """A session on the process-wide engine for ``url``.
+
+    ``autocommit=True`` (PostgreSQL): every statement commits by itself, with no BEGIN
+    and COMMIT round trips around it; for work that is one statement, or a few that need
+    not be atomic together, such as a worker's transition (``idcard.jobs`` makes each
+    transition with its audit events one statement on PostgreSQL) and the reads around
+    it. SQLite: an ordinary session, whose transaction makes the same steps atomic.
 
     ``relaxed=True``: its commits return before their WAL is on disk (PostgreSQL's
     ``synchronous_commit = off``, set on the connections of a second engine, so that it
@@ -173,14 +185,15 @@ def new_session(url: str | None = None, *, relaxed: bool = False) -> Session:
     and a job's start (lost, the job is queued again and re-run). Never for what a
     caller has been told, such as an accepted asynchronous job.
     """
-    return SessionLocal(bind=get_engine(url, relaxed=relaxed))
+    return SessionLocal(bind=get_engine(url, relaxed=relaxed, autocommit=autocommit))
 
 
 @contextmanager
-def session_scope(url: str | None = None, *, relaxed: bool = False) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any exception (``relaxed``: see
-    ``new_session``)."""
-    session = new_session(url, relaxed=relaxed)
+def session_scope(url: str | None = None, *, relaxed: bool = False,
+                  autocommit: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception (``relaxed``,
+    ``autocommit``: see ``new_session``)."""
+    session = new_session(url, relaxed=relaxed, autocommit=autocommit)
     try:
         yield session
         session.commit()

@@ -218,8 +218,9 @@ def _load_input(session: Session, job: Any) -> bytes | str:
 def _begin(job_id: str, actor: str, restart: bool) -> _Start:
     """queued → running, or restart a job whose previous run died; one transaction."""
     # Relaxed commit: lost in a database crash, the job is simply queued (or running)
-    # again.
-    with session_scope(relaxed=True) as session:
+    # again. Autocommit: on PostgreSQL the transition and its audit event are one
+    # statement (idcard.jobs), and reading the input after it needs no transaction.
+    with session_scope(relaxed=True, autocommit=True) as session:
         started = jobs.begin_job(session, job_id, actor)
         if started is not None:
             return _started(session, started)
@@ -312,7 +313,8 @@ def run_job(
     def finish() -> tuple[str | None, str | None, bool]:
         # A caller of the synchronous route waits for a job whose photo is stashed: its
         # audited read of the result is the durable commit (idcard.db.new_session).
-        with session_scope(relaxed=begin.stashed) as session:
+        # Autocommit: the ending is one statement on PostgreSQL (idcard.jobs).
+        with session_scope(relaxed=begin.stashed, autocommit=True) as session:
             if body is not None:
                 done = jobs.succeed_job(session, job_id, body, scores_of(body), actor)
                 status = JobStatus.SUCCEEDED.value

@@ -23,7 +23,13 @@ from idcard import crypto, db
 from idcard.audit import record_event
 from idcard.batches import BatchItem, batch_counts, batch_jobs, batch_results, create_batch
 from idcard.cli import main as cli_main
-from idcard.db import create_db_engine, dispose_engines, get_engine, session_scope
+from idcard.db import (
+    create_db_engine,
+    dispose_engines,
+    get_engine,
+    new_session,
+    session_scope,
+)
 from idcard.errors import ErrorCode, ServiceError
 from idcard.inputs import STORE_REDIS
 from idcard.jobs import (
@@ -194,6 +200,56 @@ def test_lifecycle_success(session: Session, settings: Settings) -> None:
     assert not start_job(s, job.id, WORKER, retry=True)
     assert not succeed_job(s, job.id, RESULT, SCORES, WORKER)
     assert not fail_job(s, job.id, ErrorCode.NO_CARD, "no card", WORKER)
+
+
+def _lifecycles(url: str) -> list[list[tuple[Any, ...]]]:
+    """Five jobs through every transition that PostgreSQL does in one statement (see
+    ``idcard.jobs._transition_pg``) at fixed times; each job's trail and final row."""
+    t0 = utcnow().replace(microsecond=0)
+    at = [t0 + timedelta(milliseconds=ms) for ms in (0, 1250, 4321, 9999)]
+    out = []
+    with session_scope(url) as s:
+        pid = new_project(s)
+        stash: dict[str, bytes] = {}
+        jobs = [new_job(s, pid, now=at[0]), new_job(s, pid, url=URL, now=at[0]),
+                new_job(s, pid, now=at[0]), new_job(s, pid, now=at[0], stash=stash.__setitem__),
+                new_job(s, pid, now=at[0])]
+        ids = [j.id for j in jobs]
+    with session_scope(url) as s:
+        started = [start_job(s, i, WORKER, now=at[1]) for i in ids[:2] + ids[3:]]
+        assert started == [True] * 4
+        assert start_job(s, ids[4], WORKER, retry=True, now=at[2])  # a redelivery
+        assert succeed_job(s, ids[0], RESULT, SCORES, WORKER, now=at[3])
+        assert fail_job(s, ids[1], ErrorCode.URL_DOWNLOAD_FAILED, "download failed", WORKER,
+                        now=at[3])
+        assert fail_job(s, ids[2], ErrorCode.NOT_READY, "queue down", API, now=at[2])
+        assert succeed_job(s, ids[3], RESULT, None, WORKER, now=at[3])
+        assert not succeed_job(s, ids[2], RESULT, None, WORKER, now=at[3])  # ended
+    with session_scope(url) as s:
+        for job_id in ids:
+            job = s.get(Job, job_id)
+            assert job is not None
+            trail = [(e.event, e.actor, e.at - t0, e.detail)
+                     for e in job_events(s, pid, job_id)]
+            out.append(trail + [(job.status, job.attempts, job.error_code, job.scores,
+                                 job.webhook_state, s.get(JobInput, job_id) is None)])
+    return out
+
+
+def test_postgresql_single_statement_transitions_match_the_portable_ones(
+    sqlite_url: str, postgresql_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    use_settings(monkeypatch, secret_key=TEST_SECRET_KEY)
+    try:
+        pg, lite = _lifecycles(postgresql_url), _lifecycles(sqlite_url)
+    finally:
+        dispose_engines()
+    assert pg == lite
+    assert [e[0] for e in pg[0]][:-1] == ["created", "started", "succeeded", "input_deleted"]
+    assert pg[0][2][3] == {"attempts": 1, "duration_ms": 8749}
+    assert pg[1][1][3] == {"attempts": 1, "wait_ms": 1250}
+    assert pg[2][1][3] == {"code": "IDC.0503", "attempts": 0}  # never started
+    assert [e[0] for e in pg[4]][:-1] == ["created", "started", "retried"]
 
 
 def test_a_stashed_photo_stays_out_of_the_database_until_kept(session: Session) -> None:
@@ -744,6 +800,26 @@ def test_relaxed_sessions_commit_without_waiting_for_the_disk(postgresql_url: st
             with session_scope(postgresql_url, relaxed=relaxed) as s:
                 assert s.scalar(text("SHOW synchronous_commit")) == expected
         assert get_engine(postgresql_url, relaxed=True) is not get_engine(postgresql_url)
+    finally:
+        dispose_engines()
+
+
+def test_autocommit_sessions_commit_each_statement(
+    database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL: every statement of an autocommit session is its own transaction (a
+    rollback undoes nothing); SQLite: an ordinary session."""
+    use_settings(monkeypatch, secret_key=TEST_SECRET_KEY)
+    try:
+        s = new_session(database_url, relaxed=True, autocommit=True)
+        try:
+            pid = new_project(s, "autocommit")  # flushed: INSERT sent
+            s.rollback()
+        finally:
+            s.close()
+        with session_scope(database_url) as check:
+            kept = check.get(Project, pid) is not None
+        assert kept == database_url.startswith("postgresql")
     finally:
         dispose_engines()
 
