@@ -33,8 +33,8 @@ import re
 import cv2
 import numpy as np
 
-from worker.recognition.alerts.base import AlertContext, logistic_score
-from worker.recognition.layout import mm
+from worker.recognition.alerts.base import AlertContext, fit_layout, logistic_score
+from worker.recognition.layout import BACK_LABELS, FRONT_LABELS, FRONT_VALUE_X_MM, PX_PER_MM, mm
 from worker.recognition.ocr import TextLine
 
 EDITORS = re.compile(
@@ -63,6 +63,96 @@ CENTRE_LOG_RATIO = -0.25
 WIDTH_LOG_RATIO = 0.05
 
 
+# --- the typesetting -----------------------------------------------------------------
+# Where the card's typesetting puts the end of a field, in mm of the published layout.
+# The card prints its values in fixed cells, not in a font's own advance: a wide
+# character takes CELL_MM (the name NAME_CELL_MM), the 18 digits of the number span
+# NUMBER_MM, the birth date's year, month and day stand in fixed columns (its 日 ends
+# at BIRTH_END_MM), the validity period's dates run to VALID_END_MM.
+BACK_VALUE_X_MM = 31.0
+CELL_MM = 3.08
+NAME_CELL_MM = 3.5
+NUMBER_MM = (29.5, 77.5)
+BIRTH_END_MM = 46.0
+VALID_END_MM = (65.5, 54.3)  # two dates; a date and 长期
+# A line typed in an editor is set in the new font's own advance, with no cells: it ends
+# short of where the card would end it (or, in a larger font, beyond). Score 50 at this
+# shortfall of the field's span (calibration seeds: legitimate photos at most 0.16, a
+# dim one; fields typed again from 0.1, most from 0.18; the validity period's digit
+# widths vary with the card's font: VALID_SLACK more). Not judged where the print
+# itself is cut short: a temporary card (laid out otherwise), a blurred card, glare
+# over the text (the glare alert's decision points).
+CENTRE_SHORTFALL = 0.165
+WIDTH_SHORTFALL = 0.01
+VALID_SLACK = 0.08
+_LABELS = FRONT_LABELS + BACK_LABELS
+_DATE = re.compile(r"\d{4}年\d{1,2}月\d{1,2}日$")
+_NUMBER = re.compile(r"\d{17}[\dX]")
+_VALID = re.compile(r"\d{4}\.\d{2}\.\d{2}-?(\d{4}\.\d{2}\.\d{2}|长期)")
+
+
+def _wide(text: str) -> bool:
+    return all(ord(ch) >= 0x2E80 for ch in text)
+
+
+def typeset_shortfall(lines: list[TextLine], side: str | None) -> float:
+    """The largest shortfall (0..1) of a value line's span against where the card's
+    typesetting would end it, as a share of that span; 0 when nothing can be judged.
+
+    Each field is judged against the rest of the card: its span is compared with the
+    median of the other fields' spans (each as a share of what the layout gives it),
+    when at least two others were judged, else with the layout alone. A card read
+    from a rough outline is stretched or shrunk everywhere alike; a field typed again
+    is out of step with the rest. The layout is fitted to the captions and titles only
+    (not to the number, which could be the field typed again)."""
+    anchors = [ln for ln in lines if sum(ch.isdigit() for ch in ln.text) < 15]
+    m = fit_layout(anchors, side)
+    scale, tx, ty = m[0, 0], m[0, 2], m[1, 2]
+    fields: list[tuple[float, float]] = []  # (span as a share of the layout's, slack)
+    for ln in lines:
+        text = ln.text
+        if text in _LABELS:
+            continue
+        x0 = (ln.x0 - tx) / scale / PX_PER_MM
+        x1 = (ln.x1 - tx) / scale / PX_PER_MM
+        cy = (ln.cy - ty) / scale / PX_PER_MM
+        for label in _LABELS:
+            if text.startswith(label):
+                text = text[len(label):]
+                break
+        slack = 0.0
+        if side == "front":
+            start = FRONT_VALUE_X_MM
+            if _DATE.search(text) and 20 < cy < 27:
+                end = BIRTH_END_MM
+            elif _NUMBER.fullmatch(text) and cy > 42:
+                start, end = NUMBER_MM
+            elif len(text) >= 4 and _wide(text) and x0 < start + 2.5 and 27 < cy < 44:
+                end = start + len(text) * CELL_MM
+            elif 2 <= len(text) <= 4 and _wide(text) and x0 < start + 2.5 and cy < 13:
+                end = start + len(text) * NAME_CELL_MM
+            else:
+                continue
+        elif side == "back":
+            start = BACK_VALUE_X_MM
+            if len(text) >= 4 and _wide(text) and 37 < cy < 44 and x0 < start + 2.5:
+                end = start + len(text) * CELL_MM
+            elif _VALID.fullmatch(text) and cy > 44:
+                end = VALID_END_MM[text.endswith("长期")]
+                slack = VALID_SLACK
+            else:
+                continue
+        else:
+            continue
+        fields.append(((x1 - start) / (end - start), slack))
+    worst = 0.0
+    for i, (share, slack) in enumerate(fields):
+        others = [f[0] for j, f in enumerate(fields) if j != i]
+        ref = float(np.median(others)) if len(others) >= 2 else 1.0
+        worst = max(worst, 1.0 - share / max(ref, 1e-6) - slack)
+    return worst
+
+
 def _in_value_zone(ln: TextLine, side: str | None) -> bool:
     """Whether a line lies where the holder's data is printed (what a forger changes),
     not on the titles, the emblem or the portrait, whose own texture differs."""
@@ -86,7 +176,30 @@ class TamperingDetector:
             return SCORE_EDITOR
         if not ctx.readable:
             return 0  # no field read: no value line to judge a patch by
-        return logistic_score(-self._texture(ctx), -CENTRE_LOG_RATIO, WIDTH_LOG_RATIO)
+        patch = logistic_score(-self._texture(ctx), -CENTRE_LOG_RATIO, WIDTH_LOG_RATIO)
+        if patch >= 50:
+            return patch
+        return max(patch, self._typeset_score(ctx))
+
+    def _typeset_score(self, ctx: AlertContext) -> int:
+        shortfall = typeset_shortfall(ctx.lines, ctx.side)
+        if shortfall <= CENTRE_SHORTFALL - 4 * WIDTH_SHORTFALL:
+            return 0  # nothing out of step: the abstentions below need not be computed
+        from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
+        from worker.recognition.alerts.blur import BlurDetector
+        from worker.recognition.alerts.glare import GlareDetector
+        from worker.recognition.alerts.interim import InterimDetector
+
+        if InterimDetector().score(ctx) >= 50 or BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
+            return 0  # laid out otherwise; print faint and spread everywhere
+        if GlareDetector().score(ctx) >= 50:
+            return 0  # the end of a line washed out by glare is no shorter print
+        return logistic_score(shortfall, CENTRE_SHORTFALL, WIDTH_SHORTFALL)
+
+    def explain(self, ctx: AlertContext) -> dict:
+        return {"texture": round(self._texture(ctx), 3),
+                "shortfall": round(typeset_shortfall(ctx.lines, ctx.side), 3),
+                "typeset": self._typeset_score(ctx)}
 
     # --- the pasted patch --------------------------------------------------------------
 

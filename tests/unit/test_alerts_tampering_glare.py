@@ -1,0 +1,73 @@
+"""Tampering's typesetting evidence and glare's specular spot.
+
+Contexts are built from generated photos and their known geometry (no OCR), as in
+``test_alerts.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthcard.alerts import make_alert_photo
+from worker.recognition.alerts import DEFAULT_THRESHOLDS, REGISTRY, AlertContext
+from worker.recognition.alerts.tampering import typeset_shortfall
+from worker.recognition.layout import PX_PER_MM
+from worker.recognition.ocr import TextLine
+from worker.recognition.reader import CardRead
+from worker.recognition.rectify import rectify_card
+from worker.recognition import imageio
+
+
+def _line(text: str, x0_mm: float, x1_mm: float, cy_mm: float, h_mm: float = 4.0,
+          merged: bool = False, stretch: float = 1.0) -> TextLine:
+    x0, x1 = x0_mm * stretch * PX_PER_MM, x1_mm * stretch * PX_PER_MM
+    y0, y1 = (cy_mm - h_mm / 2) * PX_PER_MM, (cy_mm + h_mm / 2) * PX_PER_MM
+    quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+    return TextLine(quad, text, 0.99, merged)
+
+
+def _front(number_end_mm: float = 77.4, birth_end_mm: float = 45.9,
+           stretch: float = 1.0) -> list[TextLine]:
+    """A front read the way the reader gives it: captions merged with their values (the
+    box starting at the value cut), the number on its own."""
+    return [
+        _line("姓名王小明", 15.0, 27.0, 10.5, merged=True, stretch=stretch),
+        _line("性别男", 15.0, 19.5, 17.0, merged=True, stretch=stretch),
+        _line("出生1990年1月12日", 15.0, birth_end_mm, 23.5, merged=True, stretch=stretch),
+        _line("住址河北省石家庄市鹿泉市南", 15.0, 50.3, 30.0, merged=True, stretch=stretch),
+        _line("公民身份号码", 6.5, 23.5, 46.5, stretch=stretch),
+        _line("130185199001120000", 29.6, number_end_mm, 46.5, stretch=stretch),
+    ]
+
+
+def test_a_field_set_in_an_editors_font_falls_short_of_the_cards_typesetting():
+    """The number typed again in a word processor's font: its 18 digits span 32 mm, not
+    the card's 48; the birth date packed, its 日 ending at 34 mm instead of 46."""
+    assert typeset_shortfall(_front(), "front") < 0.05
+    assert typeset_shortfall(_front(number_end_mm=62.0), "front") > 0.25
+    assert typeset_shortfall(_front(birth_end_mm=34.0), "front") > 0.25
+
+
+def test_a_card_read_stretched_is_out_of_step_nowhere():
+    """A card read from a rough outline is stretched everywhere alike (the captions'
+    cut does not move with it): each field is judged against the rest of the card."""
+    assert typeset_shortfall(_front(stretch=1.3), "front") < 0.05
+    # ... while the one field that keeps the layout's span on such a card is the odd one.
+    lines = _front(stretch=1.3)
+    lines[-1] = _line("130185199001120000", 29.6 * 1.3, 62.0 * 1.3, 46.5)
+    assert typeset_shortfall(lines, "front") > 0.25
+
+
+def _context(case, lines: list[TextLine]) -> AlertContext:
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    return AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=card,
+                                        lines=lines, side=case.side))
+
+
+def test_tampering_raises_on_a_field_out_of_the_cards_typesetting():
+    case = make_alert_photo(5, "clean", 0.0, "front")
+    det = REGISTRY["tampering"]
+    assert det.score(_context(case, _front())) < DEFAULT_THRESHOLDS["tampering"]
+    assert det.score(_context(case, _front(number_end_mm=62.0))) >= DEFAULT_THRESHOLDS["tampering"]
