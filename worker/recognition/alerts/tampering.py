@@ -1,6 +1,6 @@
 """Tampering: an edited image, a field pasted over or re-typed, or an editor's metadata.
 
-What it measures, two pieces of evidence, the stronger counts:
+What it measures, three pieces of evidence, the strongest counts:
 
 - **Metadata.** The file says an image editor wrote it (EXIF ``Software`` or XMP
   ``CreatorTool``: Photoshop, GIMP, Meitu/美图, PicsArt, Snapseed, ...). A phone's
@@ -17,13 +17,23 @@ What it measures, two pieces of evidence, the stronger counts:
   judged: glare washes texture out too, but it adds light, while a patch has the
   colour of the paper between the print's lines.
 
+- **Typesetting.** The card sets its values in fixed cells, not in a font's own
+  advance: each wide character in a cell of about 3.1 mm (the name's about 3.5 mm), the
+  number's 18 digits over 48 mm, the birth date's year, month and day in fixed columns.
+  A field typed again in an editor runs in the new font's advance and ends short of
+  where the card would end it. Per value line, its span from the value column to its
+  end, as a share of what the layout gives the text read, is compared with the median
+  of the card's other fields (a card read from a rough outline is stretched alike
+  everywhere); not judged on a temporary card, a blurred one or under glare.
+
 Why: the vendor's own alert "does not support fine-grained editing" (document); what
 it catches, and what this catches, is the cheap forgery: cover a field, type another
 value, save. The patch and the new text are made in the editor, not photographed, so
-they lack the photo's texture. Fonts and ink were tried as evidence too, but a
-card's own lines vary as much (bold numbers, blurred thin captions) as a re-typed one.
-A patch in a stretch of the card without security print, or on a faint, over-exposed
-card, leaves no texture to miss and is not seen.
+they lack the photo's texture, and the editor's text box knows nothing of the card's
+cells. Stroke sharpness was tried as evidence too, but a card's own lines vary as much
+(bold numbers, blurred thin captions) as a re-typed one. A field re-typed in a font
+whose advance happens to match the card's cells, in a stretch of the card without
+security print, is not seen.
 """
 
 from __future__ import annotations
