@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import uuid
@@ -19,9 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Integer,
     Row,
+    String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -262,23 +266,56 @@ def _transition(session: Session, job_id: str, from_: tuple[JobStatus, ...],
 # On PostgreSQL a transition, the deletion of an ended job's input and the audit events
 # are one statement (data-modifying CTEs): atomic by itself, so a caller in autocommit
 # mode (``idcard.db.new_session(autocommit=True)``) pays one round trip for it instead
-# of four (BEGIN, UPDATE, INSERT, COMMIT), each a wake-up of two processes: on this
-# 2-core machine 1.0 ms instead of 3.1 ms per transition (bench/README.md). SQLite
-# cannot modify data in a CTE and runs the same steps as separate statements in the
-# caller's transaction; tests/integration/test_data_layer.py checks that both leave the
-# same rows.
+# of four (BEGIN, UPDATE, INSERT, COMMIT), each a wake-up of two processes. Each
+# statement is built once, with bound parameters: built per call, SQLAlchemy's
+# construction cost as much as the round trips saved. SQLite cannot modify data in a
+# CTE and runs the same steps as separate statements in the caller's transaction;
+# tests/integration/test_data_layer.py checks that both leave the same rows.
 
-Detail = Callable[[Any], dict[str, Any]]  # the CTE's columns -> {key: SQL expression}
+_NOW = bindparam("now", type_=UTCDateTime())
+_PENDING_IF_CALLBACK = case((Job.callback_url.is_not(None), WebhookState.PENDING.value),
+                            else_=None)
+
+# What each transition sets; bound parameters are given per call (``_values`` turns them
+# into plain values for the SQLite path).
+_SET: dict[str, dict[str, Any]] = {
+    "start": {"status": JobStatus.RUNNING.value, "started_at": _NOW,
+              "attempts": Job.attempts + 1},
+    "succeed": {
+        "status": JobStatus.SUCCEEDED.value,
+        "finished_at": _NOW,
+        "result_enc": bindparam("result_enc", type_=Job.result_enc.type),
+        "scores": bindparam("scores", type_=Job.scores.type),
+        "error_code": None,
+        "error_msg": None,
+        "url_enc": None,
+        "expires_at": bindparam("expires_at", type_=UTCDateTime()),
+        "webhook_state": _PENDING_IF_CALLBACK,
+    },
+    "fail": {
+        "status": JobStatus.FAILED.value,
+        "finished_at": _NOW,
+        "error_code": bindparam("code", type_=Job.error_code.type),
+        "error_msg": bindparam("msg", type_=Job.error_msg.type),
+        "url_enc": None,
+        "expires_at": bindparam("expires_at", type_=UTCDateTime()),
+        "webhook_state": _PENDING_IF_CALLBACK,
+    },
+}
+
+
+def _values(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {column: params[value.key] if isinstance(value, BindParameter) else value
+            for column, value in _SET[kind].items()}
 
 
 def _on_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _ms_since(start: Any, now: datetime) -> Any:
+def _ms_since(start: Any) -> Any:
     """``_ms(start, now)`` in SQL (NULL when ``start`` is)."""
-    seconds = func.extract("epoch", literal(now, UTCDateTime()) - start)
-    return cast(func.floor(seconds * 1000), Integer)
+    return cast(func.floor(func.extract("epoch", _NOW - start) * 1000), Integer)
 
 
 def _json_detail(detail: dict[str, Any]) -> Any:
@@ -287,35 +324,41 @@ def _json_detail(detail: dict[str, Any]) -> Any:
     return func.json_strip_nulls(func.json_build_object(*args), type_=JobEvent.detail.type)
 
 
-def _transition_pg(
-    session: Session, job_id: str, from_: tuple[JobStatus, ...], values: dict[str, Any], *,
-    now: datetime, actor: str, event: EventType, detail: Detail, ends: bool,
-) -> Row[Any] | None:
-    """``_transition`` plus its event (``detail`` of the changed row's columns) and, when
-    the transition ``ends`` the job, what ``_end_events`` does: the input's deletion and
-    its ``input_deleted`` event. One statement; the changed row, or None."""
+@functools.cache
+def _pg_statement(kind: str, from_: tuple[JobStatus, ...], event: EventType) -> Any:
+    """The one statement of transition ``kind`` from ``from_``, recording ``event``:
+    the conditional UPDATE; for an ending, the deletion of the input and its
+    ``input_deleted`` event (what ``_end_events`` does); it answers the changed row's
+    ``_RETURNED`` columns. Parameters: ``job_id``, ``now``, ``actor`` and the kind's."""
     changed = (
-        update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in from_]))
-        .values(**values).returning(*_RETURNED).cte("changed")
+        update(Job)
+        .where(Job.id == bindparam("job_id"), Job.status.in_([s.value for s in from_]))
+        .values(**_SET[kind]).returning(*_RETURNED).cte("changed")
     )
     c = changed.c
-    events = [(event, detail(c), true())]
+    detail: dict[str, Any] = {"attempts": c.attempts}
+    if kind == "fail":
+        detail = {"code": bindparam("code", type_=String), **detail}
+    detail.update({"wait_ms": _ms_since(c.created_at)} if kind == "start"
+                  else {"duration_ms": _ms_since(c.started_at)})
+    events = [(event, detail, true())]
     ctes = []
-    if ends:
+    if kind != "start":
         # A stashed photo has no row here (keep_input clears input_store as it adds one).
-        deleted = (delete(JobInput).where(JobInput.job_id == job_id, exists(select(c.id)))
+        deleted = (delete(JobInput)
+                   .where(JobInput.job_id == bindparam("job_id"), exists(select(c.id)))
                    .returning(JobInput.job_id).cte("deleted"))
         ctes.append(deleted)
         events.append((EventType.INPUT_DELETED, {"input_kind": c.input_kind},
                        or_(exists(select(deleted.c.job_id)),
                            c.input_kind == InputKind.URL.value,
                            c.input_store == STORE_REDIS)))
-    at, who = literal(now, UTCDateTime()), literal(checked_actor(actor))
     rows = union_all(*[
-        select(c.id.label("job_id"), c.project_id.label("project_id"), at.label("at"),
-               who.label("actor"), literal(kind.value).label("event"),
-               _json_detail(fields).label("detail"), literal(n).label("n")).where(when)
-        for n, (kind, fields, when) in enumerate(events)
+        select(c.id.label("job_id"), c.project_id.label("project_id"), _NOW.label("at"),
+               bindparam("actor", type_=String).label("actor"),
+               literal(name.value).label("event"), _json_detail(fields).label("detail"),
+               literal(n).label("n")).where(when)
+        for n, (name, fields, when) in enumerate(events)
     ]).subquery("new_events")
     inserted = insert(JobEvent).from_select(
         ["job_id", "project_id", "at", "actor", "event", "detail"],
@@ -323,7 +366,14 @@ def _transition_pg(
         select(rows.c.job_id, rows.c.project_id, rows.c.at, rows.c.actor, rows.c.event,
                rows.c.detail).order_by(rows.c.n),
     ).cte("inserted")
-    row = session.execute(select(*c).add_cte(*ctes, inserted)).one_or_none()
+    return select(*c).add_cte(*ctes, inserted)
+
+
+def _transition_pg(session: Session, kind: str, job_id: str, from_: tuple[JobStatus, ...],
+                   event: EventType, actor: str, params: dict[str, Any]) -> Row[Any] | None:
+    """``_pg_statement`` run: the changed row, or None (not in ``from_``)."""
+    params = {**params, "job_id": job_id, "actor": checked_actor(actor)}
+    row = session.execute(_pg_statement(kind, from_, event), params).one_or_none()
     if row is not None:
         held = session.identity_map.get(session.identity_key(Job, (job_id,)))
         if held is not None:
@@ -371,19 +421,14 @@ def begin_job(
     created_at, started_at, input_kind, input_store, options, callback_url`` (None: not
     started)."""
     now = now or utcnow()
-    values = {"status": JobStatus.RUNNING.value, "started_at": now,
-              "attempts": Job.attempts + 1}
     if _on_postgresql(session):
-        def detail(c: Any) -> dict[str, Any]:
-            return {"attempts": c.attempts, "wait_ms": _ms_since(c.created_at, now)}
-
-        job = _transition_pg(session, job_id, (JobStatus.QUEUED,), values, now=now,
-                             actor=actor, event=EventType.STARTED, detail=detail, ends=False)
+        job = _transition_pg(session, "start", job_id, (JobStatus.QUEUED,),
+                             EventType.STARTED, actor, {"now": now})
         if job is None and retry:
-            job = _transition_pg(session, job_id, (JobStatus.RUNNING,), values, now=now,
-                                 actor=actor, event=EventType.RETRIED, detail=detail,
-                                 ends=False)
+            job = _transition_pg(session, "start", job_id, (JobStatus.RUNNING,),
+                                 EventType.RETRIED, actor, {"now": now})
         return job
+    values = _values("start", {"now": now})
     event = EventType.STARTED
     job = _transition(session, job_id, (JobStatus.QUEUED,), **values)
     if job is None and retry:
@@ -413,26 +458,12 @@ def succeed_job(
 ) -> bool:
     """running → succeeded: stores the encrypted response body, deletes the input."""
     now = now or utcnow()
-    values = dict(
-        status=JobStatus.SUCCEEDED.value,
-        finished_at=now,
-        result_enc=crypto.encrypt_json(result_body),
-        scores=_check_scores(scores),
-        error_code=None,
-        error_msg=None,
-        url_enc=None,
-        expires_at=now + _retention(),
-        webhook_state=case((Job.callback_url.is_not(None), WebhookState.PENDING.value),
-                           else_=None),
-    )
+    params = {"now": now, "result_enc": crypto.encrypt_json(result_body),
+              "scores": _check_scores(scores), "expires_at": now + _retention()}
     if _on_postgresql(session):
-        return _transition_pg(
-            session, job_id, (JobStatus.RUNNING,), values, now=now, actor=actor,
-            event=EventType.SUCCEEDED, ends=True,
-            detail=lambda c: {"attempts": c.attempts,
-                              "duration_ms": _ms_since(c.started_at, now)},
-        ) is not None
-    done = _transition(session, job_id, (JobStatus.RUNNING,), **values)
+        return _transition_pg(session, "succeed", job_id, (JobStatus.RUNNING,),
+                              EventType.SUCCEEDED, actor, params) is not None
+    done = _transition(session, job_id, (JobStatus.RUNNING,), **_values("succeed", params))
     if done is None:
         return False
     _end_events(session, done, EventType.SUCCEEDED, actor, now, attempts=done.attempts,
@@ -451,25 +482,13 @@ def fail_job(
     """
     now = now or utcnow()
     code = ErrorCode(code)
-    values = dict(
-        status=JobStatus.FAILED.value,
-        finished_at=now,
-        error_code=code.value,
-        error_msg=msg[:500],
-        url_enc=None,
-        expires_at=now + _retention(),
-        webhook_state=case((Job.callback_url.is_not(None), WebhookState.PENDING.value),
-                           else_=None),
-    )
+    params = {"now": now, "code": code.value, "msg": msg[:500],
+              "expires_at": now + _retention()}
     from_ = (JobStatus.QUEUED, JobStatus.RUNNING)
     if _on_postgresql(session):
-        return _transition_pg(
-            session, job_id, from_, values, now=now, actor=actor, event=EventType.FAILED,
-            ends=True,
-            detail=lambda c: {"code": literal(code.value), "attempts": c.attempts,
-                              "duration_ms": _ms_since(c.started_at, now)},
-        ) is not None
-    done = _transition(session, job_id, from_, **values)
+        return _transition_pg(session, "fail", job_id, from_, EventType.FAILED, actor,
+                              params) is not None
+    done = _transition(session, job_id, from_, **_values("fail", params))
     if done is None:
         return False
     _end_events(session, done, EventType.FAILED, actor, now, code=code.value,
