@@ -205,6 +205,67 @@ def test_blocking_sees_an_object_over_the_portrait_background():
     assert _raised("blocking_within_border", REGISTRY["blocking_within_border"].score(ctx))
 
 
+def test_blocking_sees_an_object_over_the_face():
+    """A red pen over the holder's face and chin, not reaching the paper: the head shows
+    neither skin, hair nor the photo's background there."""
+    ctx = _context(make_alert_photo(4100032, "blocking_within_border", 0.0, "front"))
+    assert _raised("blocking_within_border", REGISTRY["blocking_within_border"].score(ctx))
+
+
+def test_blocking_sees_an_object_wholly_over_the_emblem():
+    """A coin over the emblem (and the corner beside it): the emblem's disc shows no red
+    print there."""
+    ctx = _context(make_alert_photo(4100013, "blocking_within_border", 1 / 3, "back"))
+    assert _raised("blocking_within_border", REGISTRY["blocking_within_border"].score(ctx))
+
+
+def test_border_integrity_sees_a_card_read_from_its_visible_part():
+    """A card cut off at the bottom, read from part of what is left of it stretched to a
+    card's shape: its captions lie further apart vertically than the layout's (no one
+    scale fits them), and a scale per axis puts the card's bottom edge beyond the frame."""
+    case = make_alert_photo(100235, "border_integrity", 1.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    true = np.asarray(case.quads[0], np.float32)
+    tl, tr, br, bl = true.astype(np.float64)
+    # The reader's outline: the left and right sides followed down towards the frame's
+    # edge, ending about 10 mm short of it as the engine's did on this photo.
+    vis_bl = tl + (bl - tl) * 0.6
+    vis_br = tr + (br - tr) * 0.6
+    corners = np.array([tl, tr, vis_br, vis_bl], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    mm_to_photo = cv2.getPerspectiveTransform(
+        np.array([[0, 0], [85.6, 0], [85.6, 54], [0, 54]], np.float32), true)
+    lines = []
+    captions = (("姓名张三", 10.5), ("性别男", 17.0), ("出生1990年", 23.5), ("住址北京市", 30.0))
+    for text, y in captions:
+        box = np.array([[6.5, y - 1.5], [30, y - 1.5], [30, y + 1.5], [6.5, y + 1.5]], np.float32)
+        pts = cv2.perspectiveTransform(box.reshape(-1, 1, 2), m @ mm_to_photo).reshape(4, 2)
+        lines.append(TextLine(pts, text, 0.99))
+    ctx = AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=card,
+                                       lines=lines, side="front"))
+    assert np.allclose(ctx.layout_to_card, np.eye(3))  # one scale does not fit
+    assert _raised("border_integrity", REGISTRY["border_integrity"].score(ctx))
+
+
+def test_blur_is_judged_against_the_print_not_the_detected_boxes():
+    """The same blurred card with the detector's boxes twice as tall (a title's large
+    print, a box taking in two lines): blur smears every edge by the same pixels, so
+    the measure and the alert do not change."""
+    ctx = _context(make_alert_photo(100348, "blur", 0.0, "back"))
+    tall = []
+    for ln in ctx.read.lines:
+        q = ln.quad.copy()
+        q[:, 1] = q[:, 1].mean() + (q[:, 1] - q[:, 1].mean()) * 2.0
+        tall.append(TextLine(q.astype(np.float32), ln.text, ln.score))
+    boxed = AlertContext(ctx.image, CardRead(corners=ctx.read.corners,
+                                             photo_to_card=ctx.read.photo_to_card,
+                                             card=ctx.card, lines=tall, side="back"))
+    det = REGISTRY["blur"]
+    assert _raised("blur", det.score(ctx))
+    assert _raised("blur", det.score(boxed))
+    assert det.measure(boxed) == pytest.approx(det.measure(ctx), rel=0.15)
+
+
 def test_glare_is_quiet_on_white_clothes_in_the_portrait():
     """A holder in a white shirt: the portrait below the neck is as light as paper, and
     that is no glare."""

@@ -14,9 +14,17 @@ Why: print is thin and the paper around it shows through the maximum filter, whi
 finger, a coin, a pen or a phone is an opaque surface several millimetres across, of a
 colour or lightness no card has. The portrait's figure (front: head and shoulders; the
 top corners of its box are light background, judged like paper) and the emblem's disc
-(back; the corners of its box are paper) are left out: they are not paper, and an
-object wholly inside them cannot be told from the photo (one reaching out over the
-paper, or over the background above and beside the head, is seen by that part). Cells are placed by the layout fitted to the recognised captions
+(back; the corners of its box are paper) are not paper; they are judged by what they
+must show instead (:meth:`BlockingDetector.zone_covered`). The emblem's disc is red
+print throughout: a cell of it with almost no red pixel, not washed out by light, is
+covered (the disc is first found by its red print, a few millimetres around the
+layout's place). The head, above the neck, shows hair (dark), skin (warm or pink) or
+the photo's light background: a cell mostly of none of these (a grey coin, a coloured
+pen) is covered (a gold coin is as yellow as some skin). Clothes may be any colour, so
+the shoulders stay unjudged, and a finger over the face is skin on skin: those are
+seen only where the object reaches out of them. An unjudged cell of the portrait or emblem
+between covered cells counts as covered (an object does not stop where the judging
+does). Cells are placed by the layout fitted to the recognised captions
 (:attr:`AlertContext.layout_to_card`), so a card read from a rough outline is judged on
 its paper, not on the background around it. Not judged at all (score 0), because
 where its paper lies is not known well enough: a card of which no field could be read
@@ -58,13 +66,100 @@ ZONE_CELL_SHARE = 0.25  # of a cell: how far a judged cell's centre stays from t
 # width below SHOULDERS_Y. The rest of the box (its top corners) is light background.
 HEAD_HALF_W, HEAD_HALF_H, HEAD_CENTRE_Y = 0.36, 0.36, 0.46
 SHOULDERS_Y = 0.62
+# What the portrait and the emblem must show (zone_covered). Colours are judged after
+# bringing the paper to a standard exposure (a dim card's colours are as strong), as
+# Lab differences from the paper's colour (a*, b*) and lightness relative to the paper.
+EXPOSED_WHITE, MAX_GAIN = 230.0, 4.0
+# Back: the emblem's disc is red print throughout (the gold ring, stars and gate are
+# fine and broken by red); a cell of the disc with under EMBLEM_MIN_RED of its pixels
+# red (a* above the paper's by RED_A) is covered.
+EMBLEM_JUDGED_R = 0.75  # of the emblem's radius: cells whose centre lies within
+RED_A = 20.0
+EMBLEM_MIN_RED = 0.10
+EMBLEM_WASHED_L = 0.85  # of the paper's lightness: a cell lighter than this is washed out
+EMBLEM_SEARCH_MM = 3.0  # the emblem is found by its red print up to this far off
+# Front: the head zone (inside the box by PORTRAIT_INSET, down to HEAD_ZONE_BOTTOM of its
+# height, above where clothes begin) shows hair (dark, grey or brown), skin (warm, not
+# saturated) or the photo's light background; a cell with more than ALIEN_SHARE of
+# its pixels none of these (mid grey metal, a coloured pen) is covered.
+PORTRAIT_INSET = 0.06
+HEAD_ZONE_BOTTOM = 0.74
+HAIR_L, HAIR_CHROMA = 0.42, 25.0  # lightness relative to the paper, chroma
+# Skin is warm or pink against the paper (a* or b* above it); a yellow skin is as yellow
+# as a gold coin, so gold is not told from skin.
+SKIN_WARM_A, SKIN_WARM_B, SKIN_MIN_A, SKIN_MAX_B = 8.0, 6.0, -12.0, 60.0
+SKIN_MAX_CHROMA, SKIN_MIN_L = 55.0, 0.3
+BACKGROUND_L, BACKGROUND_CHROMA = 0.75, 22.0
+ALIEN_SHARE = 0.5
+CLIPPED = 250  # min channel: a pixel clipped white shows nothing of what lies there
+# An unjudged cell with this many covered cells among its 8 neighbours is covered.
+BRIDGE_NEIGHBOURS = 3
 # Text running at more than this angle (degrees) across the card image: the reader's
 # outline is not the card's, so neither is the layout the cells are placed by.
 MAX_TILT_DEG = 6.0
-# Score 50 at this share of the judged cells covered (1.8 % is about 9 cells, 65 mm²,
-# a disc 9 mm across).
-CENTRE_SHARE = 0.018
+# Score 50 at this share of the judged cells covered (1.5 % is about 8 cells, 55 mm²;
+# calibration seeds, with the portrait's head and the emblem judged: legitimate photos
+# up to 1.41 % (a mild glare), objects that are seen from 1.59 %).
+CENTRE_SHARE = 0.015
 WIDTH_SHARE = 0.004
+
+
+def _zone_cells(layout: np.ndarray, side: str | None, offset: tuple[float, float] = (0, 0),
+                grown: bool = False) -> np.ndarray:
+    """bool GRID_H × GRID_W: the cells judged by what the portrait or the emblem must
+    show there (:meth:`BlockingDetector.zone_covered`): on the back the cells inside the
+    emblem's red disc; on the front the cells of the holder's head (face, hair and the
+    background beside them) above the neck, where clothes (of any colour) do not reach.
+    ``offset`` (card px) moves the zone; ``grown``: the whole portrait box or emblem
+    disc and a cell around it (where covered cells may be bridged).
+    """
+    cw, ch = CARD_W_PX / GRID_W, CARD_H_PX / GRID_H
+    yy, xx = np.mgrid[0:GRID_H, 0:GRID_W].astype(np.float64)
+    centres = np.stack([(xx.ravel() + 0.5) * cw - offset[0], (yy.ravel() + 0.5) * ch - offset[1],
+                        np.ones(xx.size)])
+    u, v, _ = np.linalg.inv(layout) @ centres
+    x0, y0, x1, y1 = (mm(c) for c in (FRONT_PORTRAIT_MM if side == "front" else BACK_EMBLEM_MM))
+    if side == "front":
+        bw, bh = x1 - x0, y1 - y0
+        if grown:
+            inside = (u > x0 - cw) & (u < x1 + cw) & (v > y0 - ch) & (v < y1 + ch)
+        else:
+            inside = (u > x0 + PORTRAIT_INSET * bw) & (u < x1 - PORTRAIT_INSET * bw) & (
+                v > y0 + PORTRAIT_INSET * bh) & (v < y0 + HEAD_ZONE_BOTTOM * bh)
+    elif side == "back":
+        r = (x1 - x0) / 2
+        reach = r + max(cw, ch) if grown else EMBLEM_JUDGED_R * r
+        inside = np.hypot(u - (x0 + x1) / 2, v - (y0 + y1) / 2) < reach
+    else:
+        inside = np.zeros(u.shape, bool)
+    return inside.reshape(GRID_H, GRID_W)
+
+
+def _emblem_offset(red: np.ndarray, layout: np.ndarray) -> tuple[float, float]:
+    """Where the emblem's red print lies (card px, from the layout's place; ``red`` is a
+    bool mask at half resolution): the shift within EMBLEM_SEARCH_MM that puts the most
+    red pixels inside the disc, the smallest among equals (a partly covered emblem
+    keeps its place)."""
+    s = float(layout[0, 0])
+    x0, y0, x1, y1 = (mm(c) * s / 2 for c in BACK_EMBLEM_MM)
+    cx, cy = (x0 + x1) / 2 + layout[0, 2] / 2, (y0 + y1) / 2 + layout[1, 2] / 2
+    r = (x1 - x0) / 2 * 0.8
+    reach = mm(EMBLEM_SEARCH_MM) * s / 2
+    ys, xs = np.nonzero(red[max(0, int(cy - r - reach)):int(cy + r + reach) + 1,
+                            max(0, int(cx - r - reach)):int(cx + r + reach) + 1])
+    if xs.size == 0:
+        return 0.0, 0.0
+    xs = xs + max(0, int(cx - r - reach)) - cx
+    ys = ys + max(0, int(cy - r - reach)) - cy
+    best, best_off = -1, (0.0, 0.0)
+    steps = np.arange(-reach, reach + 0.01, max(1.0, reach / 4))
+    shifts = sorted(((dx, dy) for dx in steps for dy in steps),
+                    key=lambda d: abs(d[0]) + abs(d[1]))
+    for dx, dy in shifts:
+        n = int((np.hypot(xs - dx, ys - dy) < r).sum())
+        if n > best * 1.02:
+            best, best_off = n, (2 * float(dx), 2 * float(dy))
+    return best_off
 
 
 def _judged_cells(layout: np.ndarray, side: str | None) -> np.ndarray:
@@ -134,7 +229,55 @@ class BlockingDetector:
         b0 = float(np.median(ab[..., 1][valid]))
         chroma = np.hypot(ab[..., 0] - a0, ab[..., 1] - b0)
         covered = ((darker > DARKER) | (chroma > CHROMA)) & valid
+        zone, zone_covered = self.zone_covered(ctx, valid)
+        zone &= frame & ~valid
+        if zone.any():
+            covered |= zone_covered & zone
+            valid = valid | zone
         return covered, valid
+
+    def zone_covered(self, ctx: AlertContext, paper: np.ndarray,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(zone, covered): bool GRID_H × GRID_W maps of the cells judged by what the
+        portrait's head or the emblem's red disc must show (see EMBLEM_* and the front's
+        classes), and of those that do not show it; the ``paper`` cells give the paper's
+        colour and lightness."""
+        size = (GRID_W, GRID_H)
+        none = np.zeros(size[::-1], bool)
+        if ctx.side not in ("front", "back") or paper.sum() < 5:
+            return none, none
+        gain = float(np.clip(EXPOSED_WHITE / max(ctx.paper_level, 1.0), 1.0, MAX_GAIN))
+        half = cv2.resize(ctx.card, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        clipped = half.min(axis=2) >= CLIPPED
+        if gain > 1.01:
+            half = cv2.convertScaleAbs(half, alpha=gain)
+        lab = cv2.cvtColor(half, cv2.COLOR_BGR2Lab).astype(np.float32)
+        cells = cv2.resize(lab, size, interpolation=cv2.INTER_AREA)
+        env = cv2.resize(cv2.dilate(lab[..., 0], np.ones((ENVELOPE_PX, ENVELOPE_PX), np.uint8)),
+                         size, interpolation=cv2.INTER_AREA)
+        l0 = max(float(np.median(env[paper])), 1.0)
+        a0 = float(np.median(cells[..., 1][paper]))
+        b0 = float(np.median(cells[..., 2][paper]))
+        da, db = lab[..., 1] - a0, lab[..., 2] - b0
+        layout = ctx.layout_to_card
+        if ctx.side == "back":
+            red = da > RED_A
+            zone = _zone_cells(layout, "back", _emblem_offset(red, layout))
+            share = cv2.resize(red.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+            unseen = cv2.resize(clipped.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+            # Light washed over the print (glare) leaves it as light as the paper or
+            # lighter; an object over it is darker or coloured.
+            washed = cells[..., 0] > EMBLEM_WASHED_L * l0
+            return zone, (share < EMBLEM_MIN_RED) & (unseen < 0.5) & ~washed
+        lr = lab[..., 0] / l0
+        chroma = np.hypot(da, db)
+        hair = (lr < HAIR_L) & (chroma < HAIR_CHROMA)
+        skin = ((da > SKIN_WARM_A) | (db > SKIN_WARM_B)) & (da > SKIN_MIN_A) & (
+            db < SKIN_MAX_B) & (chroma < SKIN_MAX_CHROMA) & (lr > SKIN_MIN_L)
+        background = ((lr > BACKGROUND_L) & (chroma < BACKGROUND_CHROMA)) | clipped
+        alien = (~(hair | skin | background)).astype(np.float32)
+        zone = _zone_cells(layout, "front")
+        return zone, cv2.resize(alien, size, interpolation=cv2.INTER_AREA) > ALIEN_SHARE
 
     def measure(self, ctx: AlertContext) -> float:
         """Share of the judged cells in the largest covered region."""
@@ -153,6 +296,12 @@ class BlockingDetector:
         covered, valid = self.covered_cells(ctx)
         if not covered.any():
             return 0.0
+        # A cell not judged (the emblem's ring, the portrait's edge) between covered
+        # ones is covered too: an object does not stop where the judging does.
+        around = cv2.filter2D(covered.astype(np.float32), -1, np.ones((3, 3), np.float32),
+                              borderType=cv2.BORDER_CONSTANT)
+        bridgeable = ~valid & _zone_cells(ctx.layout_to_card, ctx.side, grown=True)
+        covered = covered | (bridgeable & (around >= BRIDGE_NEIGHBOURS))
         opened = cv2.morphologyEx(covered.astype(np.uint8), cv2.MORPH_OPEN,
                                   np.ones((2, 2), np.uint8), borderType=cv2.BORDER_CONSTANT,
                                   borderValue=0)

@@ -1,18 +1,22 @@
 """Blur: a card out of focus or shaken, judged against the size of its own print.
 
-What it measures: the width of the edges of the printed text relative to the text's
-height. Per recognised line, edge width is the line's contrast (97th minus 3rd
+What it measures: the width of the edges of the printed text relative to the print's
+size. Per recognised line, edge width is the line's contrast (97th minus 3rd
 percentile of grey) divided by its steepest gradient (99th percentile), taken
 separately over the pixels whose gradient points in each of four directions; the
 widest direction counts, so that motion blur, which smears the edges across its path
-only, is seen. The card's value is the median over its lines, divided by the
-line height.
+only, is seen. The card's value is the median over its lines, divided by the height
+of the card's value text (3 mm) in the card image: TEXT_MM through the layout's scale
+fitted to the captions (:attr:`AlertContext.layout_to_card`; 1 when not fitted).
 
-Why relative to the text: the same few pixels of softness are harmless on a card that
+Why relative to the print: the same few pixels of softness are harmless on a card that
 fills a 4000 px photo and fatal on one 500 px wide. The rectified card has a fixed
-print size, so edge width over line height measures blur in the unit that decides
-readability. Contrast cancels out of the ratio, so dim, low-contrast and glared lines
-measure the same as bright ones.
+print size, so edge width over the print's height measures blur in the unit that
+decides readability. The print's height comes from the layout, not from each line's
+detected box: a blur smears every edge by the same pixels whatever the line's font
+size, and the detector's boxes vary (a title twice the size, a box taking in a second
+line) where the card's scale does not. Contrast cancels out of the ratio, so dim,
+low-contrast and glared lines measure the same as bright ones.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import cv2
 import numpy as np
 
 from worker.recognition.alerts.base import AlertContext, logistic_score
+from worker.recognition.layout import PX_PER_MM
 
 MIN_LINE_HEIGHT = 12  # card px
 MIN_CONTRAST = 10  # grey levels: a line fainter than this says nothing about focus
-# Score 50 at this edge width / line height; sharp print measures 0.04-0.09.
-CENTRE_RATIO = 0.125
+TEXT_MM = 3.0  # height of the card's value text
+# Score 50 at this edge width / value text height (calibration seeds: slight blur up to
+# 0.168, blur of 0.10 text heights from 0.185).
+CENTRE_RATIO = 0.176
 WIDTH_RATIO = 0.008
 
 
@@ -57,8 +64,10 @@ class BlurDetector:
     name = "blur"
 
     def measure(self, ctx: AlertContext) -> float:
-        """Median over lines of edge width / line height (NaN without usable lines)."""
+        """Median over lines of edge width / value text height (NaN without usable
+        lines)."""
         gray = ctx.card_gray
+        text_px = TEXT_MM * PX_PER_MM * float(ctx.layout_to_card[0, 0])
         ratios = []
         for ln in ctx.lines:
             h = ln.height
@@ -70,7 +79,7 @@ class BlurDetector:
                 continue
             width = _edge_width(gray[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2])
             if width is not None:
-                ratios.append(width / h)
+                ratios.append(width / text_px)
         return float(np.median(ratios)) if ratios else float("nan")
 
     def score(self, ctx: AlertContext) -> int:

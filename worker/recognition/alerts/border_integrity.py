@@ -14,7 +14,9 @@ the card really ends. A cut-off card is read either with corners beyond the fram
 text says where the card must be) or with one side along the frame edge (the visible
 part); in both cases part of its outline is not inside the photo. In the second case
 the recognised captions (where 姓名, 公民身份号码, 签发机关... are printed) still say where
-the whole card lies, and that outline is checked too. Why the photo must confirm it: an
+the whole card lies, and that outline is checked too; the visible part is stretched to a
+card's shape along the cut axis only, so the captions are fitted with a scale per axis
+when those scales differ (:func:`fit_layout_axes`). Why the photo must confirm it: an
 outline read wrongly (a shadow, a blurred or dim card) or a whole card lying a
 millimetre from the edge also puts outline points on the frame, but there the photo
 shows the card's edge, or background, between the card and the frame. On a dim photo
@@ -30,6 +32,7 @@ from worker.recognition.alerts.base import (
     OUTLINE_POINTS,
     OUTLINE_SIDES,
     AlertContext,
+    anchor_pairs,
     logistic_score,
     outline_cut,
 )
@@ -51,6 +54,14 @@ CARD_PAPER_DE = 30.0  # ... and the looser one to the paper in the middle of the
 LAYOUT_SLACK_MM = 2.0
 # Captions this far (mm) from where the outline puts them mean the outline is wrong.
 MISREAD_MM = 4.0
+# A card cut off is often read from its visible part, stretched to a card's shape: its
+# print is then larger along the cut axis only. When one scale does not fit the
+# captions, a scale per axis in this range is fitted (1 along an axis they do not span
+# by AXIS_SPAN_MM); the largest cut (20 mm of 54) stretches by 1.6.
+AXIS_SCALE_RANGE = (0.6, 2.5)
+AXIS_SPAN_MM = 10.0
+AXIS_FIT_MM = 2.0  # ... and each caption must then lie within this of its fitted place
+AXIS_DIFFER = 0.08  # scales further apart than this: the per-axis fit is used
 # Score 50 at this share of the outline cut off; 2 % of the outline is ~5.5 mm.
 CENTRE_SHARE = 0.06
 WIDTH_SHARE = 0.01
@@ -109,6 +120,29 @@ def card_paper_lab(ctx: AlertContext) -> np.ndarray:
     return np.median(light, axis=0).astype(np.float32)
 
 
+def fit_layout_axes(ctx: AlertContext) -> np.ndarray:
+    """Layout px -> card px with a scale per axis and a shift, fitted to the recognised
+    captions (:func:`~.base.anchor_pairs`); the identity when they are too few, do not
+    fit, or say nothing else than the uniform fit."""
+    src, dst = anchor_pairs(ctx.lines, ctx.side)
+    eye = np.eye(3)
+    if len(src) < 2:
+        return eye
+    s_pts, d_pts = np.array(src, np.float64), np.array(dst, np.float64)
+    scale, shift = np.ones(2), np.zeros(2)
+    for k in range(2):
+        sc, dc = s_pts[:, k] - s_pts[:, k].mean(), d_pts[:, k] - d_pts[:, k].mean()
+        if np.ptp(s_pts[:, k]) >= AXIS_SPAN_MM * PX_PER_MM:
+            scale[k] = float((sc * dc).sum() / max((sc * sc).sum(), 1e-6))
+        if not AXIS_SCALE_RANGE[0] <= scale[k] <= AXIS_SCALE_RANGE[1]:
+            return eye
+        shift[k] = float((d_pts[:, k] - scale[k] * s_pts[:, k]).mean())
+    residual = np.abs(s_pts * scale + shift - d_pts).max()
+    if residual > AXIS_FIT_MM * PX_PER_MM * max(1.0, float(scale.max())):
+        return eye
+    return np.array([[scale[0], 0, shift[0]], [0, scale[1], shift[1]], [0, 0, 1]])
+
+
 def cut_off_share(ctx: AlertContext) -> float:
     """Share (0..1) of the card's outline outside the photo or on its edge where the
     card's paper runs on to the frame: the larger of what the read outline and what
@@ -124,6 +158,10 @@ def cut_off_share(ctx: AlertContext) -> float:
     # Where the captions put the card: a card cut off is often read from the part
     # that is left, and its outline then ends at the frame, inside the real card.
     layout = ctx.layout_to_card
+    axes = fit_layout_axes(ctx)
+    if abs(axes[0, 0] - axes[1, 1]) > AXIS_DIFFER:
+        # The captions say the card was read stretched along one axis.
+        layout = axes
     if np.allclose(layout, np.eye(3)):
         return float(by_outline.mean())
     by_layout = outline_cut(ctx.photo.shape, ctx.card_to_photo @ layout,
