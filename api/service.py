@@ -34,7 +34,7 @@ from api.schemas import (
     timestamp,
 )
 from idcard.batches import batch_counts, batch_results, create_batch, get_batch
-from idcard.db import new_session
+from idcard.db import new_session, session_scope
 from idcard.errors import ErrorCode, ServiceError
 from idcard.inputs import GRACE_SECONDS, STORE_REDIS, InputStash
 from idcard.jobs import (
@@ -46,9 +46,9 @@ from idcard.jobs import (
     keep_input,
     list_jobs,
     queue_for,
+    read_job,
     read_result,
     record_enqueued,
-    result_of,
 )
 from idcard.models import Job, JobStatus, Priority, WebhookDelivery
 from idcard.settings import Settings
@@ -186,10 +186,14 @@ class JobService:
             return job.id
 
     def _sync_answer(self, job_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
-        job = get_job(self.session, self.project_id, job_id)
+        # The audited read is this call's one commit that waits for the disk (it makes
+        # the relaxed ones before it durable too); on PostgreSQL one statement in
+        # autocommit mode (idcard.jobs.read_job).
+        with session_scope(self.settings.database_url, autocommit=True) as session:
+            job, body = read_job(session, self.project_id, job_id, self.actor,
+                                 purpose="sync")
         if job.status == JobStatus.SUCCEEDED.value:
             self.metrics.observe_job(job)
-            body = result_of(self.session, job, self.actor, purpose="sync")
             if body is not None:
                 return 200, body
         elif job.status == JobStatus.FAILED.value:
@@ -200,7 +204,7 @@ class JobService:
                 code = ErrorCode.RECOGNITION_FAILED
             return code.http_status, {"error_code": code.value, "error_msg": job.error_msg}
         elif job.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
-            self._keep_stashed_input(job)
+            self._keep_stashed_input(job.id, job.input_store)
             raise ServiceError(
                 ErrorCode.SYNC_TIMEOUT,
                 f"recognition did not finish within {timeout:g} s; it goes on as job "
@@ -215,25 +219,23 @@ class JobService:
 
     def _wait_and_answer(self, job_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
         self.dispatcher.wait(job_id, timeout)
-        answer = self._sync_answer(job_id, timeout)
-        self.session.commit()  # the read's audit event, here rather than in another trip
-        return answer
+        return self._sync_answer(job_id, timeout)
 
-    def _keep_stashed_input(self, job: Job) -> None:
+    def _keep_stashed_input(self, job_id: str, input_store: str | None) -> None:
         """The job goes on after a timeout: its photo moves from Redis to the database,
         as durable as an asynchronous job's (a worker that has started has read it)."""
-        if job.input_store != STORE_REDIS or self._stash is None:
+        if input_store != STORE_REDIS or self._stash is None:
             return
         try:
-            data_enc = self._stash.get(job.id)
+            data_enc = self._stash.get(job_id)
         except Exception as exc:  # noqa: BLE001 - the worker may still read it there
-            log.warning("job %s: stashed input not kept (%s)", job.id, type(exc).__name__)
+            log.warning("job %s: stashed input not kept (%s)", job_id, type(exc).__name__)
             return
-        if data_enc is not None and keep_input(self.session, job.id, data_enc):
+        if data_enc is not None and keep_input(self.session, job_id, data_enc):
             self.session.commit()
             # No worker reads it from Redis now (one that started has read it already):
             # it need not wait there for its TTL.
-            self._stash.discard(job.id)
+            self._stash.discard(job_id)
 
     def _recognize_blocking(self, raw_body: bytes, timeout: float) -> tuple[int, dict[str, Any]]:
         with _DECODE_SLOTS:

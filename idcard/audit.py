@@ -54,6 +54,12 @@ def _check_detail(detail: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def checked_detail(**detail: Any) -> dict[str, Any]:
+    """``detail`` as ``record_event`` would store it (allowed keys, short plain values),
+    else ValueError."""
+    return _check_detail(detail)
+
+
 def checked_actor(actor: str) -> str:
     """``actor`` if it is a short identifier such as ``api:token``, else ValueError."""
     if not _ACTOR.fullmatch(actor):

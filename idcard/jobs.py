@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from idcard import crypto
-from idcard.audit import checked_actor, record_event
+from idcard.audit import checked_actor, checked_detail, record_event
 from idcard.errors import ErrorCode, ServiceError
 from idcard.inputs import STORE_REDIS
 from idcard.models import (
@@ -544,15 +544,55 @@ def read_result(
 
 def result_of(
     session: Session, job: Job, actor: str, *, purpose: str = "api",
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
     """``read_result`` for a job already loaded and authorised (batch results, webhooks)."""
     if job.result_enc is None:
         return None
     body = crypto.decrypt_json(job.result_enc)
-    record_event(session, job.id, job.project_id, EventType.RESULT_READ, actor,
+    record_event(session, job.id, job.project_id, EventType.RESULT_READ, actor, at=now,
                  purpose=purpose)
     session.flush()
     return body
+
+
+@functools.cache
+def _pg_read_statement() -> Any:
+    """The job's columns, and a ``result_read`` event if it has a result: one statement."""
+    job = (select(Job).where(Job.id == bindparam("job_id"),
+                             Job.project_id == bindparam("project_id")).cte("job"))
+    read = insert(JobEvent).from_select(
+        ["job_id", "project_id", "at", "actor", "event", "detail"],
+        select(job.c.id, job.c.project_id, _NOW, bindparam("actor", type_=String),
+               literal(EventType.RESULT_READ.value),
+               _json_detail({"purpose": bindparam("purpose", type_=String)}))
+        .where(job.c.result_enc.is_not(None)),
+    ).cte("read")
+    return select(*job.c).add_cte(read)
+
+
+def read_job(
+    session: Session, project_id: str, job_id: str, actor: str, *, purpose: str = "api",
+    now: datetime | None = None,
+) -> tuple[Any, dict[str, Any] | None]:
+    """``get_job`` and ``result_of`` together: the job (its columns) and its decrypted
+    body, or None (not succeeded, or purged); a read that returns a body is audited.
+
+    On PostgreSQL one statement, so that in autocommit mode the read and its audit
+    event cost one round trip (the synchronous route's answer, whose commit is the one
+    that waits for the disk); elsewhere ``get_job`` then ``result_of``.
+    """
+    if not _on_postgresql(session):
+        job = get_job(session, project_id, job_id)
+        return job, result_of(session, job, actor, purpose=purpose, now=now)
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise _not_found()
+    params = {"job_id": job_id, "project_id": project_id, "now": now or utcnow(),
+              "actor": checked_actor(actor), **checked_detail(purpose=purpose)}
+    row = session.execute(_pg_read_statement(), params).one_or_none()
+    if row is None:
+        raise _not_found()
+    return row, crypto.decrypt_json(row.result_enc) if row.result_enc is not None else None
 
 
 def _encode_cursor(job: Job) -> str:

@@ -42,6 +42,7 @@ from idcard.jobs import (
     list_jobs,
     load_input,
     purge_expired,
+    read_job,
     read_result,
     record_enqueued,
     start_job,
@@ -225,6 +226,14 @@ def _lifecycles(url: str) -> list[list[tuple[Any, ...]]]:
         assert fail_job(s, ids[2], ErrorCode.NOT_READY, "queue down", API, now=at[2])
         assert succeed_job(s, ids[3], RESULT, None, WORKER, now=at[3])
         assert not succeed_job(s, ids[2], RESULT, None, WORKER, now=at[3])  # ended
+    with session_scope(url, autocommit=True) as s:
+        # The sync route's answer: the job and, when it has a result, an audited read.
+        reads = [read_job(s, pid, i, API, purpose="sync", now=at[3]) for i in ids[:3]]
+        assert [body for _, body in reads] == [RESULT, None, None]
+        assert [job.status for job, _ in reads] == ["succeeded", "failed", "failed"]
+        other = new_project(s, "another bank")
+        assert code_of(lambda: read_job(s, other, ids[0], API)) is ErrorCode.JOB_NOT_FOUND
+        assert code_of(lambda: read_job(s, pid, "0" * 32, API)) is ErrorCode.JOB_NOT_FOUND
     with session_scope(url) as s:
         for job_id in ids:
             job = s.get(Job, job_id)
@@ -245,7 +254,10 @@ def test_postgresql_single_statement_transitions_match_the_portable_ones(
     finally:
         dispose_engines()
     assert pg == lite
-    assert [e[0] for e in pg[0]][:-1] == ["created", "started", "succeeded", "input_deleted"]
+    assert [e[0] for e in pg[0]][:-1] == ["created", "started", "succeeded", "input_deleted",
+                                          "result_read"]
+    assert pg[0][4][3] == {"purpose": "sync"}
+    assert "result_read" not in [e[0] for e in pg[1]]  # no body, no read
     assert pg[0][2][3] == {"attempts": 1, "duration_ms": 8749}
     assert pg[1][1][3] == {"attempts": 1, "wait_ms": 1250}
     assert pg[2][1][3] == {"code": "IDC.0503", "attempts": 0}  # never started
