@@ -338,6 +338,9 @@ def test_the_name_line_is_read_by_both_models_and_only_the_name_line() -> None:
             calls.append((crop, options))
             return "姓名雷宁"
 
+        def choose_across(self, views):
+            return 0  # the value alone (许) is not what the images show
+
     def cropper(quad):
         return "whole" if quad[0][0] < mm(15) else "part"
 
@@ -434,3 +437,71 @@ def test_a_stray_piece_left_of_the_name_adds_nothing(
         _line("男", 16.5 + shift, 17, 20), _line("2018年10月16日", 16.5 + shift, 23.5, 45),
         _line("141023201810165577", 29.5, 46.5, 77.5)]
     assert parse_front(lines).values["name"] == expected
+
+
+def test_a_name_read_with_its_label_is_read_again_alone() -> None:
+    # After 姓名 the recogniser read 睛 for 晴; the value cut at the label column and
+    # read alone says 晴. Both readings are put to both models on both images.
+    from worker.recognition.layout import mm
+    from worker.recognition.reader import _value_read_alone
+
+    asked: list[list[tuple[str, list[str]]]] = []
+
+    class FakeOcr:
+        def __init__(self, alone: str, pick: int) -> None:
+            self.alone, self.pick = alone, pick
+
+        def read_single(self, crop, second=False):
+            assert crop == "part" and not second
+            return self.alone, 0.9
+
+        def choose_across(self, views):
+            asked.append(views)
+            return self.pick
+
+    def cropper(quad):
+        return "whole" if quad[0][0] < mm(14) else "part"
+
+    line = _line("姓名李晟睛", 6.6, 10.5, 27.4)
+    out = _value_read_alone(FakeOcr("李晟晴", 1), cropper, line)
+    assert out.text == "姓名李晟晴"
+    assert np.array_equal(out.quad, line.quad)
+    assert asked[-1] == [("whole", ["姓名李晟睛", "姓名李晟晴"]), ("part", ["李晟睛", "李晟晴"])]
+    # The images side with the first reading: kept.
+    assert _value_read_alone(FakeOcr("李晟晴", 0), cropper, line).text == "姓名李晟睛"
+    # Readings that agree, or differ in length (a lost character is decided elsewhere),
+    # ask nothing.
+    n = len(asked)
+    for alone in ("李晟睛", "李晟", "李晟晴晴"):
+        assert _value_read_alone(FakeOcr(alone, 1), cropper, line).text == "姓名李晟睛"
+    assert len(asked) == n
+    # A line without the label is not cut.
+    value_only = _line("李晟睛", 16.5, 10.5, 27.4)
+    assert _value_read_alone(FakeOcr("李晟晴", 1), cropper, value_only) is value_only
+
+
+def test_choosing_across_views_sums_both_models_on_every_image() -> None:
+    from types import SimpleNamespace
+
+    from worker.recognition.ocr import OcrEngine
+
+    alphabet = {"姓": 1, "晴": 2, "睛": 3}
+
+    def rec() -> SimpleNamespace:
+        return SimpleNamespace(postprocess_op=SimpleNamespace(dict=alphabet))
+
+    frames = {  # per image and model: one frame of the label, one of the character
+        ("whole", False): [[0, 1, 0, 0], [0, 0, 0.3, 0.7]],
+        ("whole", True): [[0, 1, 0, 0], [0, 0, 0.9, 0.1]],
+        ("part", False): [[0, 0, 0.6, 0.4], [1, 0, 0, 0]],
+        ("part", True): [[0, 0, 0.9, 0.1], [1, 0, 0, 0]],
+    }
+    fake = SimpleNamespace(_rec=rec(), _second_rec=rec,
+                           frame_probs=lambda crop, second=False: np.array(
+                               frames[(crop, second)], dtype=float))
+    views = [("whole", ["姓睛", "姓晴"]), ("part", ["睛", "晴"])]
+    assert OcrEngine.choose_across(fake, views) == 1
+    assert OcrEngine.choose_across(fake, views[:1]) == 1
+    frames[("whole", True)] = [[0, 1, 0, 0], [0, 0, 0.2, 0.8]]
+    frames[("part", True)] = [[0, 0, 0.2, 0.8], [1, 0, 0, 0]]
+    assert OcrEngine.choose_across(fake, views) == 0

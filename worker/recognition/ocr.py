@@ -216,6 +216,22 @@ class OcrEngine:
             total += ctc_log_likelihoods(logp, [[index[ch] for ch in c] for c in kept])
         return kept[int(np.argmax(total))]
 
+    def choose_across(self, views: list[tuple[np.ndarray, list[str]]]) -> int:
+        """Which candidate both models find likeliest over several images of it: each
+        view is an image and the candidates as that image shows them (with or without
+        its label), in the same order; the index of the highest summed CTC
+        log-likelihood (a view a model cannot spell leaves that model out of it)."""
+        total = np.zeros(len(views[0][1]))
+        for crop, candidates in views:
+            for second in (False, True):
+                rec = self._second_rec() if second else self._rec
+                index = rec.postprocess_op.dict
+                if not all(c and all(ch in index for ch in c) for c in candidates):
+                    continue
+                logp = np.log(np.clip(self.frame_probs(crop, second), 1e-12, 1.0))
+                total += ctc_log_likelihoods(logp, [[index[ch] for ch in c] for c in candidates])
+        return int(np.argmax(total))
+
     def read_constrained(
         self, crop: np.ndarray, alphabet: str, length: int, accept: Callable[[str], bool]
     ) -> str | None:

@@ -243,6 +243,25 @@ def _recover_lost_character(
     return label + ocr.choose_by_both(binary, options)
 
 
+def _value_read_alone(ocr: OcrEngine, crop: _Cropper, ln: TextLine) -> TextLine:
+    """A name line read with its label: its value read again on its own, cut at the
+    label column. The label beside it changes what the recogniser sees (晴 read as 睛,
+    日 as 曰 after 姓名, right alone). Where the two readings differ in a character,
+    both models on both images decide between them (the second model only votes: it
+    reads characters worse, 岳彤 as 岳形)."""
+    cut = mm(_FRONT_VALUE_CUT_MM)
+    if not (ln.text.startswith("姓名") and ln.x0 < cut - mm(1.0) and ln.x1 > cut + mm(2.0)):
+        return ln
+    value = ln.text[2:]
+    part = crop(_clip_left(ln.quad, cut))
+    alone = _normalise(ocr.read_single(part)[0])
+    if alone == value or len(alone) != len(value) or not _NAME_LINE.match(alone):
+        return ln
+    whole = crop(ln.quad)
+    best = ocr.choose_across([(whole, [ln.text, "姓名" + alone]), (part, [value, alone])])
+    return ln if best == 0 else TextLine(ln.quad, "姓名" + alone, ln.score, ln.label_merged)
+
+
 def _read_name_twice(
     ocr: OcrEngine, crop: _Cropper, lines: list[TextLine],
     before: dict[int, TextLine] | None = None,
@@ -263,6 +282,7 @@ def _read_name_twice(
         if not _NAME_LINE.match(ln.text) or not (ln.text.startswith("姓名") or in_row):
             out.append(ln)
             continue
+        ln = _value_read_alone(ocr, crop, ln)
         whole = crop(ln.quad)
         other = _normalise(ocr.read_single(whole, second=True)[0])
         # The second model reads characters worse (岳彤 as 岳形): it is asked only
