@@ -66,8 +66,50 @@ def _context(case, lines: list[TextLine]) -> AlertContext:
                                         lines=lines, side=case.side))
 
 
+def _truth_lines(case, m: np.ndarray, number_end_share: float = 1.0) -> list[TextLine]:
+    """The generator's field boxes as the reader's lines (captions left out); the
+    number's right end pulled in to ``number_end_share`` of its span."""
+    import cv2
+
+    lines = []
+    for name in ("name", "birth", "number"):
+        pts = cv2.perspectiveTransform(
+            np.asarray(case.text_locations[name], np.float32).reshape(-1, 1, 2), m).reshape(4, 2)
+        if name == "number":
+            x0 = pts[:, 0].min()
+            pts[:, 0] = x0 + (pts[:, 0] - x0) * number_end_share
+        text = case.expected[name]
+        if name == "birth":
+            y, mo, d = (int(v) for v in text.split("-"))
+            text = f"{y}年{mo}月{d}日"
+        lines.append(TextLine(pts.astype(np.float32), text, 0.99))
+    return lines
+
+
 def test_tampering_raises_on_a_field_out_of_the_cards_typesetting():
     case = make_alert_photo(5, "clean", 0.0, "front")
-    det = REGISTRY["tampering"]
-    assert det.score(_context(case, _front())) < DEFAULT_THRESHOLDS["tampering"]
-    assert det.score(_context(case, _front(number_end_mm=62.0))) >= DEFAULT_THRESHOLDS["tampering"]
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+
+    def score(share: float) -> int:
+        read = CardRead(corners=corners, photo_to_card=m, card=card,
+                        lines=_truth_lines(case, m, share), side="front")
+        return REGISTRY["tampering"].score(AlertContext(image, read))
+
+    assert score(1.0) < DEFAULT_THRESHOLDS["tampering"]
+    assert score(0.65) >= DEFAULT_THRESHOLDS["tampering"]
+
+
+def test_tampering_does_not_judge_the_typesetting_of_a_card_cut_off():
+    """A card cut off by the frame, read from what is left of it: its lines end at the
+    frame, short of the layout, and that is border integrity's business."""
+    case = make_alert_photo(9, "border_integrity", 1.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    read = CardRead(corners=corners, photo_to_card=m, card=card,
+                    lines=_truth_lines(case, m, 0.65), side="front")
+    ctx = AlertContext(image, read)
+    assert ctx.cut_off
+    assert REGISTRY["tampering"].score(ctx) < DEFAULT_THRESHOLDS["tampering"]

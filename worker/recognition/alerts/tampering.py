@@ -24,7 +24,9 @@ What it measures, three pieces of evidence, the strongest counts:
   where the card would end it. Per value line, its span from the value column to its
   end, as a share of what the layout gives the text read, is compared with the median
   of the card's other fields (a card read from a rough outline is stretched alike
-  everywhere); not judged on a temporary card, a blurred one or under glare.
+  everywhere); not judged on a temporary card, a blurred one, under glare, nor on a
+  card cut off, a copy, a recapture or a card with an object over it (the other
+  alerts' decision points: the print there is not laid out for reading).
 
 Why: the vendor's own alert "does not support fine-grained editing" (document); what
 it catches, and what this catches, is the cheap forgery: cover a field, type another
@@ -204,6 +206,18 @@ class TamperingDetector:
             return 0  # laid out otherwise; print faint and spread everywhere
         if GlareDetector().score(ctx) >= 50:
             return 0  # the end of a line washed out by glare is no shorter print
+        # Where the card's print cannot be read for its layout: a card cut off by the
+        # frame (read from what is left of it), a copy or a recapture (a sheet's or a
+        # screen's outline), an object over the end of a line.
+        from worker.recognition.alerts.blocking import BlockingDetector
+        from worker.recognition.alerts.border_integrity import BorderIntegrityDetector
+        from worker.recognition.alerts.copy import CopyDetector
+        from worker.recognition.alerts.reproduce import ReproduceDetector
+
+        if ctx.cut_off or any(d.score(ctx) >= 50 for d in (
+                CopyDetector(), ReproduceDetector(), BorderIntegrityDetector(),
+                BlockingDetector())):
+            return 0
         return logistic_score(shortfall, CENTRE_SHORTFALL, WIDTH_SHORTFALL)
 
     def explain(self, ctx: AlertContext) -> dict:
