@@ -141,14 +141,17 @@ def get_engine(url: str | None = None, *, relaxed: bool = False,
     """The process-wide engine for ``url`` (default: IDCARD_DATABASE_URL); ``relaxed``
     and ``autocommit``: see ``new_session`` (on SQLite, the one ordinary engine)."""
     url = url or get_settings().database_url
-    if normalize_url(url).get_backend_name() == "sqlite":
-        relaxed = autocommit = False
     key = (url, relaxed, autocommit)
-    with _lock:
+    with _lock:  # every session asks: a dictionary lookup, no URL parsing, once made
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = create_db_engine(url, relaxed=relaxed,
-                                                      autocommit=autocommit)
+            if normalize_url(url).get_backend_name() == "sqlite":
+                plain = _engines.get((url, False, False))
+                engine = plain or create_db_engine(url)
+                _engines[(url, False, False)] = engine
+            else:
+                engine = create_db_engine(url, relaxed=relaxed, autocommit=autocommit)
+            _engines[key] = engine
         return engine
 
 
@@ -156,7 +159,7 @@ def dispose_engines(*, close: bool = True) -> None:
     """Forget every engine. In a forked child (Celery prefork ``worker_process_init``)
     pass ``close=False``: the parent's connections must not be closed from the child."""
     with _lock:
-        for engine in _engines.values():
+        for engine in set(_engines.values()):  # SQLite's one engine may stand under 3 keys
             engine.dispose(close=close)
         _engines.clear()
 

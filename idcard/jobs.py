@@ -253,12 +253,17 @@ def _transition(session: Session, job_id: str, from_: tuple[JobStatus, ...],
         .execution_options(synchronize_session=False)
     ).one_or_none()
     if row is not None:
-        # A copy of this job that the caller's session holds is stale now: reloaded when
-        # next read (the worker holds none, so nothing is read back on its path).
-        held = session.identity_map.get(session.identity_key(Job, (job_id,)))
-        if held is not None:
-            session.expire(held)
+        _expire_held(session, job_id)
     return row
+
+
+def _expire_held(session: Session, job_id: str) -> None:
+    # A copy of this job that the caller's session holds is stale after a transition:
+    # reloaded when next read (the worker holds none, so nothing is read back on its
+    # path).
+    held = session.identity_map.get(session.identity_key(Job, (job_id,)))
+    if held is not None:
+        session.expire(held)
 
 
 # --- PostgreSQL: a transition and its audit events in one statement ------------------
@@ -278,28 +283,30 @@ _PENDING_IF_CALLBACK = case((Job.callback_url.is_not(None), WebhookState.PENDING
 
 # What each transition sets; bound parameters are given per call (``_values`` turns them
 # into plain values for the SQLite path).
+# What every ending sets besides its status and result or error: the URL (it may name a
+# person) goes, the retention clock starts, a webhook becomes due if there is one.
+_ENDING: dict[str, Any] = {
+    "finished_at": _NOW,
+    "url_enc": None,
+    "expires_at": bindparam("expires_at", type_=UTCDateTime()),
+    "webhook_state": _PENDING_IF_CALLBACK,
+}
 _SET: dict[str, dict[str, Any]] = {
     "start": {"status": JobStatus.RUNNING.value, "started_at": _NOW,
               "attempts": Job.attempts + 1},
     "succeed": {
         "status": JobStatus.SUCCEEDED.value,
-        "finished_at": _NOW,
         "result_enc": bindparam("result_enc", type_=Job.result_enc.type),
         "scores": bindparam("scores", type_=Job.scores.type),
         "error_code": None,
         "error_msg": None,
-        "url_enc": None,
-        "expires_at": bindparam("expires_at", type_=UTCDateTime()),
-        "webhook_state": _PENDING_IF_CALLBACK,
+        **_ENDING,
     },
     "fail": {
         "status": JobStatus.FAILED.value,
-        "finished_at": _NOW,
         "error_code": bindparam("code", type_=Job.error_code.type),
         "error_msg": bindparam("msg", type_=Job.error_msg.type),
-        "url_enc": None,
-        "expires_at": bindparam("expires_at", type_=UTCDateTime()),
-        "webhook_state": _PENDING_IF_CALLBACK,
+        **_ENDING,
     },
 }
 
@@ -375,9 +382,7 @@ def _transition_pg(session: Session, kind: str, job_id: str, from_: tuple[JobSta
     params = {**params, "job_id": job_id, "actor": checked_actor(actor)}
     row = session.execute(_pg_statement(kind, from_, event), params).one_or_none()
     if row is not None:
-        held = session.identity_map.get(session.identity_key(Job, (job_id,)))
-        if held is not None:
-            session.expire(held)
+        _expire_held(session, job_id)
     return row
 
 
