@@ -28,6 +28,7 @@ from synthcard.identity import ETHNICITIES
 from synthcard.photo import sample_preset
 from worker.recognition import engine, idnumber
 from worker.recognition.engine import recognize
+from worker.recognition.ocr import TextLine
 
 FRONT_FIELDS = ("name", "sex", "ethnicity", "birth", "address", "number")
 BACK_FIELDS = ("issue", "valid_from", "valid_to")
@@ -478,6 +479,30 @@ def test_degraded_photos_read_the_key_fields(recognized, preset, seed):
         cw = _card_width(case)
         got, want = res["text_location"]["number"], case.text_locations["number"]
         assert np.linalg.norm(_centre(got) - _centre(want)) < 0.03 * cw, (got, want)
+
+
+def test_a_card_whose_edge_is_not_found_is_read_from_its_own_block_of_print(recognized):
+    # Generator seed 2200147: a pale card on a pale background, its edge not among the
+    # outlines found, with a badge and two bank cards around it; the outline around all
+    # the text in the photo took them in and the photo was refused (AIS.0104).
+    case, res = recognized(2200147, "cluttered", "front")
+    assert _fields(res, "front") == case.expected
+
+
+def _line(x0: float, y0: float, x1: float, y1: float) -> TextLine:
+    return TextLine(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32))
+
+
+def test_text_blocks_keep_a_card_whose_rows_are_far_apart_together():
+    # Box heights 50: a card's rows (its widest gap, address to number, 100) are one
+    # block; a badge 200 below and a bank card 300 to the side are blocks of their own.
+    card = [_line(100, 100, 400, 150), _line(100, 180, 300, 230), _line(100, 260, 600, 310),
+            _line(300, 410, 800, 460)]
+    badge = [_line(100, 660, 250, 710)]
+    bank = [_line(1100, 100, 1300, 150), _line(1100, 170, 1250, 220)]
+    blocks = engine._text_blocks(card + badge + bank)
+    assert [len(b) for b in blocks] == [4, 2, 1]
+    assert {id(ln) for ln in blocks[0]} == {id(ln) for ln in card}
 
 
 # --------------------------------------------------------------------------- errors

@@ -149,15 +149,41 @@ def _completeness(fields: CardFields) -> int:
     return sum(1 for v in fields.values.values() if v)
 
 
-def _text_outline(bgr: np.ndarray, ocr: OcrEngine) -> np.ndarray | None:
-    """A rough card outline from where text is, for photos whose card edge is invisible.
+# Text lines whose boxes lie within this many median line heights of each other are
+# one block of print. A card's widest gap, a one-line address above the number row, is
+# about 2 line boxes; text on other things in the photo (a badge, a bank card) lies
+# further off.
+_TEXT_BLOCK_LINK = 3.0
 
-    The card's text block covers about 80 % of its width and 75 % of its height; the
-    outline is that block grown accordingly, and re-registration then refines it.
-    """
-    lines = [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
-    if len(lines) < 3:
-        return None
+
+def _text_blocks(lines: list[TextLine]) -> list[list[TextLine]]:
+    """The lines grouped into blocks of print (single linkage on the gap between boxes),
+    the block with the most lines first."""
+    h = float(np.median([ln.height for ln in lines]))
+    reach = _TEXT_BLOCK_LINK * h
+    parent = list(range(len(lines)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(lines):
+        for j in range(i + 1, len(lines)):
+            b = lines[j]
+            gap_x = max(0.0, max(a.x0, b.x0) - min(a.x1, b.x1))
+            gap_y = max(0.0, max(a.y0, b.y0) - min(a.y1, b.y1))
+            if max(gap_x, gap_y) <= reach:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[TextLine]] = {}
+    for i, ln in enumerate(lines):
+        groups.setdefault(root(i), []).append(ln)
+    return sorted(groups.values(),
+                  key=lambda g: (-len(g), -sum((ln.x1 - ln.x0) * ln.height for ln in g)))
+
+
+def _block_outline(lines: list[TextLine]) -> np.ndarray:
     pts = np.concatenate([ln.quad for ln in lines]).astype(np.float32)
     (cx, cy), (w, h), angle = cv2.minAreaRect(pts)
     if w < h:
@@ -165,6 +191,26 @@ def _text_outline(bgr: np.ndarray, ocr: OcrEngine) -> np.ndarray | None:
     w, h = w / 0.8, h / 0.75
     corners = cv2.boxPoints(((cx, cy), (w, h), angle))
     return order_corners(corners)
+
+
+def _text_outlines(bgr: np.ndarray, ocr: OcrEngine) -> list[np.ndarray]:
+    """Rough card outlines from where text is, for photos whose card edge is not found.
+
+    The card's text block covers about 80 % of its width and 75 % of its height; an
+    outline is that block grown accordingly, and re-registration then refines it. Two
+    are given: the largest block of print (text on other things in a cluttered photo
+    stretches an outline around all of it) and all the text together (a card whose rows
+    a wide gap splits into blocks); the caller keeps the read with more fields.
+    """
+    lines = [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
+    if len(lines) < 3:
+        return []
+    blocks = _text_blocks(lines)
+    outlines = []
+    if len(blocks) > 1 and len(blocks[0]) >= 3:
+        outlines.append(_block_outline(blocks[0]))
+    outlines.append(_block_outline(lines))
+    return outlines
 
 
 def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadSide]:
@@ -203,18 +249,20 @@ def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadS
         # No candidate outline held (the second) card: outline it by where its text
         # is, with the card(s) already read masked out.
         masked = _mask_cards(bgr, [r.read.corners for r in reads])
-        outline = _text_outline(masked, ocr)
-        if outline is not None:
+        found = []
+        for outline in _text_outlines(masked, ocr):
             r = read_registered(ocr, bgr, outline)
             if (r is not None and _completeness(r.fields) > 0
                     and not any(x.read.side == r.read.side for x in reads)):
-                (reads if _aligned(r) else doubtful).append(r)
+                (found if _aligned(r) else doubtful).append(r)
+        if found:
+            reads.append(max(found, key=lambda r: (_completeness(r.fields),
+                                                   -_registration_error(r))))
     elif not want_two and _registration_error(reads[0]) > mm(POOR_REGISTRATION_MM):
         # Read, but its landmarks are far from where the layout puts them (an outline
         # around more than the card, with too few landmarks to correct it): the text
         # itself may give a better outline.
-        outline = _text_outline(bgr, ocr)
-        if outline is not None:
+        for outline in _text_outlines(bgr, ocr)[-1:]:
             r = read_registered(ocr, bgr, outline)
             if (r is not None and r.read.side == reads[0].read.side and _aligned(r)
                     and _completeness(r.fields) >= _completeness(reads[0].fields)
