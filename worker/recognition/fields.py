@@ -228,6 +228,8 @@ def parse_front(
                 out.label_merged.add("name")
     if sex_i is not None:
         _parse_sex_row(rows[sex_i], out)
+    if "ethnicity" not in out.values:
+        _ethnicity_off_its_row(values, out)
     if birth_i is not None:
         row = rows[birth_i]
         text = strip_label(_row_text(row))
@@ -314,6 +316,19 @@ def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
         out.quads["sex"] = _union_quad(sex_lines)
     if eth_lines:
         out.quads["ethnicity"] = _union_quad(eth_lines)
+
+
+def _ethnicity_off_its_row(lines: list[TextLine], out: CardFields) -> None:
+    """The ethnicity from a line read as its label and a group's exact name, wherever
+    that line lies: an outline a little off the card's (a wrong corner) tilts the print
+    in the card image, and 民族 at the right end of the sex row then sits half a row
+    lower, a row of its own."""
+    for ln in lines:
+        m = re.fullmatch(r"民族[:：]?(\S{1,4})", ln.text)
+        if m and m.group(1) in ethnicity.ETHNIC_GROUPS and ln.x0 > mm(24):
+            out.values["ethnicity"] = m.group(1)
+            out.quads["ethnicity"] = ln.quad
+            return
 
 
 # Below this recogniser confidence a number that fails its checksum is a misread worth
