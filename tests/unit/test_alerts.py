@@ -509,6 +509,21 @@ def test_a_recapture_too_moire_to_read_is_answered_with_reproduce(run_engine):
     assert res["detect_blocking_within_border_result"] is False
 
 
+def test_a_cut_off_card_too_poor_to_read_is_answered_with_border_integrity(run_engine):
+    """A back cut off by 20 mm whose fields cannot be read (its outline is not card-shaped,
+    so the locator's score is low): with detect_border_integrity the engine answers it,
+    fields "", the alert raised, since two of the card's titles are read on it; without
+    that flag it stays AIS.0104."""
+    case = make_alert_photo(3000047, "border_integrity", 1.0, "back")
+    res = run_engine(case.image_bytes, flags={"detect_border_integrity", "detect_blur"})["result"]
+    assert (res["issue"], res["valid_from"], res["valid_to"]) == ("", "", "")
+    assert res["detect_border_integrity_result"] is True
+    assert res["detect_blur_result"] is False
+    with pytest.raises(ServiceError) as info:
+        run_engine(case.image_bytes, flags={"detect_blur"})
+    assert info.value.code is ErrorCode.NO_CARD
+
+
 def test_no_card_at_all_stays_ais0104_with_blur_requested():
     from worker.recognition.engine import recognize
 

@@ -43,7 +43,7 @@ from worker.recognition.layout import (
 )
 from worker.recognition.locate import locate_cards, order_corners
 from worker.recognition.ocr import OcrEngine, TextLine, crop_line, get_ocr
-from worker.recognition.reader import CardRead, read_card, side_evidence
+from worker.recognition.reader import CardRead, binarise, normalise, read_card, side_evidence
 from worker.recognition.rectify import rectify_card, rotate_180, to_photo
 from worker.recognition.register import landmark_error, refined_corners
 
@@ -62,7 +62,11 @@ POOR_REGISTRATION_MM = 4.0
 # edge support, aspect, fill, size) ...
 UNREADABLE_MIN_OUTLINE = 0.8
 # ... and one of these requested alerts is raised on it: the reason it cannot be read.
-UNREADABLE_REASONS = ("blur", "reproduce")
+UNREADABLE_REASONS = ("blur", "reproduce", "border_integrity")
+# A card cut off by the frame has no card-shaped outline: for the border integrity
+# reason alone, the card's own print stands in for a clear outline: at least this much
+# side evidence (reader.side_evidence: two of its captions or titles) read on it.
+UNREADABLE_CUT_EVIDENCE = 2.0
 # The back's emblem is red: its box is this much redder (Lab a*, 8-bit units) than the
 # card's median when the unreadable card shows its back.
 EMBLEM_REDNESS = 8.0
@@ -82,6 +86,10 @@ class Recognition:
     front: ReadSide | None = None
     back: ReadSide | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+# Address characters are set in cells about this wide (mm).
+ADDRESS_CELL_MM = 3.2
 
 
 def _whole_image_corners(bgr: np.ndarray) -> np.ndarray:
@@ -117,8 +125,17 @@ def _parse(r: CardRead, bgr: np.ndarray, ocr: OcrEngine) -> CardFields:
                 return number
         return None
 
+    def read_on(line: TextLine) -> list[str]:
+        # One address character (3.2 mm cells) more room on the right; the line as it
+        # is and binarised (a faint character under glare comes out dark), both models.
+        quad = line.quad.copy()
+        quad[[1, 2], 0] += mm(ADDRESS_CELL_MM)
+        image = crop(TextLine(quad))
+        return [normalise(ocr.read_single(im, second=second)[0])
+                for im in (image, binarise(image)) for second in (False, True)]
+
     if r.side == "front":
-        return parse_front(r.lines, choose, read_number)
+        return parse_front(r.lines, choose, read_number, read_on)
     return parse_back(r.lines, choose)
 
 
@@ -375,18 +392,28 @@ def _turned(ln: TextLine) -> TextLine:
 def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
                     ocr: OcrEngine) -> ReadSide | None:
     """A card that is clearly in the photo but cannot be read, as a side with no field
-    read, when the request asks for an alert that says why (blur, reproduce): the
-    caller learns the card is there and blurred (or recaptured) instead of a bare
-    AIS.0104. None when there is no clear outline, or no requested reason is raised
-    (a photo without an ID card, say, stays AIS.0104)."""
+    read, when the request asks for an alert that says why (blur, reproduce, border
+    integrity): the caller learns the card is there and blurred (or recaptured, or cut
+    off) instead of a bare AIS.0104. None when there is no clear outline (for a cut-off
+    card: no two of the card's captions or titles read either), or no requested reason
+    is raised (a photo without an ID card, say, stays AIS.0104)."""
     wanted = [a for a in options.alerts if a in UNREADABLE_REASONS]
     if not wanted:
         return None
     bgr = image.bgr
     cands = locate_cards(bgr, max_cards=1)
-    if not cands or cands[0].score < UNREADABLE_MIN_OUTLINE:
+    if not cands:
         return None
+    if cands[0].score < UNREADABLE_MIN_OUTLINE:
+        # No clear outline: only a card cut off by the frame (whose outline cannot be
+        # card-shaped) may still be answered, if its own print says it is an ID card.
+        wanted = [a for a in wanted if a == "border_integrity"]
+        if not wanted:
+            return None
     r = read_card(ocr, bgr, cands[0].corners)
+    if cands[0].score < UNREADABLE_MIN_OUTLINE and \
+            max(side_evidence(r.lines)) < UNREADABLE_CUT_EVIDENCE:
+        return None
     side = r.side
     corners = np.asarray(r.corners, np.float32)
     if side is None:
