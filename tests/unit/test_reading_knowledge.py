@@ -194,6 +194,32 @@ def test_the_sex_row_right_above_the_birth_is_still_the_sex_row() -> None:
     assert (values["name"], values["sex"]) == ("郭瑜晨", "女")
 
 
+@pytest.mark.parametrize(("last_line", "reads", "expected_end"), [
+    ("1601", ["1601", "_1601室", "1601室", "1601"], "1601室"),  # a character lost
+    ("1601", ["1601", "16015", "1601"], "1601"),  # only a digit added: nothing taken
+    ("1601", ["1601号", "1601室", "1601室"], "1601室"),  # the most often added one
+])
+def test_an_address_ending_in_a_digit_gets_its_lost_last_character(
+        last_line, reads, expected_end) -> None:
+    asked = []
+
+    def read_on(line):
+        asked.append(line.text)
+        return reads
+
+    lines = [_line("郭瑜晨", 16.5, 10.5, 27), _line("女", 16.5, 17, 20),
+             _line("1995年5月24日", 16.5, 23.5, 45), _line("四川省重庆市万盛区三马", 16.5, 30.5, 50),
+             _line("路22号" + last_line, 16.5, 34.5, 35), _line(NUMBER, 29.5, 46.5, 77.5)]
+    values = parse_front(lines, read_on=read_on).values
+    assert values["address"] == "四川省重庆市万盛区三马路22号" + expected_end
+    assert asked == ["路22号" + last_line]
+    # An address that ends as addresses do is not read again.
+    asked.clear()
+    lines[4] = _line("路22号1601室", 16.5, 34.5, 40)
+    assert parse_front(lines, read_on=read_on).values["address"].endswith("1601室")
+    assert asked == []
+
+
 def test_the_ethnicity_half_a_row_below_the_sex_row_is_still_read() -> None:
     # Generator seed 2300106 (mild): an outline with one corner off tilts the print, and
     # 民族汉 lies 3 mm below 性别女, between the sex and birth rows.

@@ -10,6 +10,7 @@ sex that the number itself carries.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -123,6 +124,8 @@ class LineChooser(Protocol):
 
 # Reads the number line again as a valid 18-character ID number, or None.
 NumberReader = Callable[[TextLine], "str | None"]
+# Readings of a line with room for one more character at its right end.
+LineExtender = Callable[[TextLine], list[str]]
 
 
 def _tie_breaker(lines: list[TextLine], choose: LineChooser | None) -> places.TieBreaker | None:
@@ -149,6 +152,7 @@ def parse_front(
     lines: list[TextLine],
     choose: LineChooser | None = None,
     read_number: NumberReader | None = None,
+    read_on: LineExtender | None = None,
 ) -> CardFields:
     out = CardFields()
     # The number: the line with the most digits, in the bottom part of the card.
@@ -247,6 +251,8 @@ def parse_front(
             text = "".join(strip_label(ln.text) for ln in addr_lines)
             # No address starts with 住 or 址: they are what is left of a misread label.
             text = re.sub(r"^[住址:：]+", "", re.sub(r"\s+", "", text))
+            if read_on is not None and re.search(r"\d$", text):
+                text += _lost_address_end(addr_lines[-1], read_on)
             out.values["address"] = places.correct_address(
                 text, out.values.get("number", ""), _tie_breaker(addr_lines, choose)
             )
@@ -316,6 +322,22 @@ def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
         out.quads["sex"] = _union_quad(sex_lines)
     if eth_lines:
         out.quads["ethnicity"] = _union_quad(eth_lines)
+
+
+def _lost_address_end(last: TextLine, read_on: LineExtender) -> str:
+    """The character an address lost at its end, or "".
+
+    An address ends in what the number counts (号, 室, 组, 栋, 村 ...), never in a
+    digit; one read ending in a digit lost its last character (faint under glare, or
+    outside the detected box). The last line is read again with room for one more
+    character; the Han character that readings add after its text's end (its last
+    three characters: the rest may be read differently) is taken, the most often added
+    one where they differ."""
+    tail = re.sub(r"\s+", "", strip_label(last.text))[-3:]
+    added = Counter(
+        r[-1] for r in (re.sub(r"\s+", "", x) for x in read_on(last))
+        if tail and r[:-1].endswith(tail) and "\u4e00" <= r[-1] <= "\u9fff")
+    return added.most_common(1)[0][0] if added else ""
 
 
 def _ethnicity_off_its_row(lines: list[TextLine], out: CardFields) -> None:

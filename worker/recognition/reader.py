@@ -86,7 +86,7 @@ _BACK_VALUE_CUT_MM = 30.0
 _LABEL_PREFIX = re.compile(r"^(姓名|性别|民族|出生|住址|公民身份号码|签发机关|有效期限)")
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
     # The recogniser sometimes answers full-width digits and letters.
     return unicodedata.normalize("NFKC", text).replace(" ", "")
 
@@ -189,7 +189,7 @@ def _name_cells(ln: TextLine) -> int:
     return int(round((ln.x1 - mm(FRONT_VALUE_X_MM)) / mm(_NAME_PITCH_MM)))
 
 
-def _binarise(crop: np.ndarray) -> np.ndarray:
+def binarise(crop: np.ndarray) -> np.ndarray:
     """Black print on white: the paper's own brightness (glare, shade) divided out and
     each pixel judged against its neighbourhood, so that a faint character under glare
     comes out as dark as the rest."""
@@ -228,9 +228,9 @@ def _recover_lost_character(
     source = before if before is not None else ln
     in_label_column = source.x0 < mm(_FRONT_VALUE_CUT_MM) - mm(1.0)
     image = crop(source.quad)
-    binary = _binarise(image)
+    binary = binarise(image)
     reads = [source.text] if before is not None else []
-    reads += [_normalise(ocr.read_single(binary, second=b)[0]) for b in (False, True)]
+    reads += [normalise(ocr.read_single(binary, second=b)[0]) for b in (False, True)]
     options = []
     for read in reads:
         t = _han(read)
@@ -254,7 +254,7 @@ def _value_read_alone(ocr: OcrEngine, crop: _Cropper, ln: TextLine) -> TextLine:
         return ln
     value = ln.text[2:]
     part = crop(_clip_left(ln.quad, cut))
-    alone = _normalise(ocr.read_single(part)[0])
+    alone = normalise(ocr.read_single(part)[0])
     if alone == value or len(alone) != len(value) or not _NAME_LINE.match(alone):
         return ln
     whole = crop(ln.quad)
@@ -284,7 +284,7 @@ def _read_name_twice(
             continue
         ln = _value_read_alone(ocr, crop, ln)
         whole = crop(ln.quad)
-        other = _normalise(ocr.read_single(whole, second=True)[0])
+        other = normalise(ocr.read_single(whole, second=True)[0])
         # The second model reads characters worse (岳彤 as 岳形): it is asked only
         # whether a character was lost or added.
         if len(other) == len(ln.text):
@@ -297,7 +297,7 @@ def _read_name_twice(
         cut = mm(_FRONT_VALUE_CUT_MM)
         if label and ln.x0 < cut - mm(1.0) and ln.x1 > cut + mm(2.0):
             part = crop(_clip_left(ln.quad, cut))
-            options += [label + _normalise(ocr.read_single(part, second=b)[0])
+            options += [label + normalise(ocr.read_single(part, second=b)[0])
                         for b in (False, True)]
         options = [t for t in options if _NAME_LINE.match(t) and t.startswith(label)]
         best = ocr.choose_by_both(whole, options) or ln.text
@@ -322,7 +322,7 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
     # (the back prints nothing there but the emblem): nothing to read, a third less work.
     found = [ln for ln in found if not (ln.x1 < mm(_LABEL_COLUMN_END_MM) and ln.x0 < mm(8.5))]
     texts = ocr.recognize([crop(ln.quad) for ln in found])
-    lines = [ln.with_text(_normalise(t), s) for ln, (t, s) in zip(found, texts, strict=True)]
+    lines = [ln.with_text(normalise(t), s) for ln, (t, s) in zip(found, texts, strict=True)]
     lines = [ln for ln in lines if ln.text]
     front, back = side_evidence(lines)
     side = None
@@ -343,9 +343,9 @@ def read_card(ocr: OcrEngine, bgr: np.ndarray, corners: np.ndarray) -> CardRead:
     if redo:
         again = ocr.recognize([crop(q) for _, q in redo])
         for (i, q), (t, s) in zip(redo, again, strict=True):
-            if _clip_kept_the_value(lines[i].text, _normalise(t)):
+            if _clip_kept_the_value(lines[i].text, normalise(t)):
                 uncut[i] = lines[i]
-                lines[i] = TextLine(q, _normalise(t), s, label_merged=True)
+                lines[i] = TextLine(q, normalise(t), s, label_merged=True)
     if side == "front":
         lines = _read_name_twice(ocr, crop, lines, uncut)
     # A line read cleanly as "label + value" keeps its text; its box shrinks to the value
