@@ -113,3 +113,43 @@ def test_tampering_does_not_judge_the_typesetting_of_a_card_cut_off():
     ctx = AlertContext(image, read)
     assert ctx.cut_off
     assert REGISTRY["tampering"].score(ctx) < DEFAULT_THRESHOLDS["tampering"]
+
+
+def _birth_patched(case, m: np.ndarray, card: np.ndarray, text: str) -> tuple[np.ndarray, list[TextLine]]:
+    """The card with the paper past 60 % of the birth date's span painted white (a
+    patch of the paper's colour on an over-exposed card), and the lines read with the
+    birth date ending there, read as ``text``."""
+    lines = _truth_lines(case, m)
+    birth = lines[1]
+    q = birth.quad.copy()
+    x0, x1 = float(q[:, 0].min()), float(q[:, 0].max())
+    cut = x0 + 0.6 * (x1 - x0)
+    q[:, 0] = np.minimum(q[:, 0], cut)
+    lines[1] = TextLine(q, text, 0.99)
+    painted = card.copy()
+    painted[int(21.0 * PX_PER_MM):int(27.5 * PX_PER_MM), int(cut) + 5:int(49 * PX_PER_MM)] = 255
+    return painted, lines
+
+
+def test_glare_does_not_count_the_paper_past_a_whole_field_set_short():
+    """A re-typed birth date in a smaller font, its patch white on a bright card: the
+    cells past its end are empty and as light as the paper. The date was read whole,
+    so the layout ends it there: that is the typesetting's business (tampering), not
+    light washing print out. The same cells past a date read cut short count."""
+    case = make_alert_photo(5, "clean", 0.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    y, mo, d = (int(v) for v in case.expected["birth"].split("-"))
+
+    def scores(text: str) -> dict[str, int]:
+        painted, lines = _birth_patched(case, m, card, text)
+        ctx = AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=painted,
+                                           lines=lines, side="front"))
+        return {a: REGISTRY[a].score(ctx) for a in ("glare", "tampering")}
+
+    whole = scores(f"{y}年{mo}月{d}日")
+    assert whole["glare"] < DEFAULT_THRESHOLDS["glare"]
+    assert whole["tampering"] >= DEFAULT_THRESHOLDS["tampering"]
+    cut_short = scores(f"{y}年{mo}")
+    assert cut_short["glare"] >= DEFAULT_THRESHOLDS["glare"]

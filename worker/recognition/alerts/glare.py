@@ -21,7 +21,12 @@ light inks a copier drops; the copy alert's decision point), a card of which no 
 (:attr:`AlertContext.readable`), a card cut off by the frame (:attr:`AlertContext.cut_off`:
 read from what is left of it), a temporary card (laid out otherwise), a blurred card
 (faint everywhere), and a card whose always-printed cells mostly hold neither ink nor
-washed-out light (the reader's outline is not where the card is).
+washed-out light (the reader's outline is not where the card is), nor a card with an
+object over it or cut off (the blocking and border integrity alerts' decision points:
+the reader's outline follows the object's or the frame's edge). Cells past the end of
+a value line read whole but set short of the card's typesetting
+(:func:`.tampering.short_field_zones`) do not count: that paper is empty because the
+line is short (a field typed again on a patch), not because light washed print out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from worker.recognition.alerts.layout_cells import (
     GRID_W,
     aligned_cells,
 )
+from worker.recognition.alerts.tampering import short_field_zones
 from worker.recognition.layout import mm
 
 # A cell counts fully as washed out when its darkest pixel (0.5th percentile of the
@@ -68,15 +74,30 @@ _VALIDITY_ROW = 8
 
 def _printed_cells(ctx: AlertContext) -> np.ndarray | None:
     """The cells that must hold print on this card: the always-printed ones, and on the
-    back the rest of a validity period read as a date range."""
+    back the rest of a validity period read as a date range. Not the back's top row:
+    it holds only the emblem's rim (its top 1-1.5 mm), and an outline read a millimetre
+    low puts the photo's background there, which may be as light as the paper."""
     if ctx.side != "back":
         return None
     cells = ALWAYS_INK["back"].copy()
+    cells[0, :] = False
     for ln in ctx.lines:
         if _VALIDITY.search(ln.text) and "长期" not in ln.text and ln.cy > mm(42):
             last = min(GRID_W - 1, int(mm(_VALIDITY_END_MM) // CELL_W) - 1)
             cells[_VALIDITY_ROW, 3:last + 1] = True
     return cells
+
+
+def _layout_unreliable(ctx: AlertContext) -> bool:
+    """Whether another alert says the card's print is not where the layout puts it: an
+    object over the card (its edge pulls the reader's outline off the card), a card cut
+    off by the frame (the other alerts' decision points). Empty cells are no evidence
+    of light there. (Not a recapture: the reproduce alert's decision point is met by
+    some strong glare, whose white core looks like a screen's raised, flat light.)"""
+    from worker.recognition.alerts.blocking import BlockingDetector
+    from worker.recognition.alerts.border_integrity import BorderIntegrityDetector
+
+    return any(d.score(ctx) >= 50 for d in (BlockingDetector(), BorderIntegrityDetector()))
 
 
 class GlareDetector:
@@ -104,10 +125,14 @@ class GlareDetector:
         washed = 0.0
         judged = inked = 0
         cells = _printed_cells(ctx)
+        short = short_field_zones(ctx.lines, ctx.side)
         for _i, _j, (x0, y0, x1, y1) in aligned_cells(ink, ctx.side, ctx.layout_to_card,
                                                       cells=cells):
             if min(x1 - x0, y1 - y0) < 0.5 * min(CELL_W, CELL_H):
                 continue  # off the card image
+            if any(zx0 <= (x0 + x1) / 2 <= zx1 and zy0 < y1 and zy1 > y0
+                   for zx0, zy0, zx1, zy1 in short):
+                continue  # past the end of a whole line set short: nothing to wash out
             if frame[y0:y1, x0:x1].mean() < 0.9:
                 continue  # off the photo: border integrity's business
             judged += 1
@@ -128,6 +153,8 @@ class GlareDetector:
         # either, the card was not read where it lies (a wrong outline): the layout says
         # nothing then.
         if judged == 0 or inked + washed < MIN_INKED * judged:
+            return 0.0
+        if washed > CENTRE_CELLS - 4 * WIDTH_CELLS and _layout_unreliable(ctx):
             return 0.0
         return washed
 

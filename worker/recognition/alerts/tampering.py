@@ -97,6 +97,9 @@ VALID_END_MM = (65.5, 54.3)  # two dates; a date and 长期
 CENTRE_SHORTFALL = 0.165
 WIDTH_SHORTFALL = 0.01
 VALID_SLACK = 0.08
+# A line this far short of the typesetting marks the paper past its end as a short
+# field's (short_field_zones).
+SHORT_ZONE = 0.1
 _LABELS = FRONT_LABELS + BACK_LABELS
 _DATE = re.compile(r"\d{4}年\d{1,2}月\d{1,2}日$")
 _NUMBER = re.compile(r"\d{17}[\dX]")
@@ -107,20 +110,14 @@ def _wide(text: str) -> bool:
     return all(ord(ch) >= 0x2E80 for ch in text)
 
 
-def typeset_shortfall(lines: list[TextLine], side: str | None) -> float:
-    """The largest shortfall (0..1) of a value line's span against where the card's
-    typesetting would end it, as a share of that span; 0 when nothing can be judged.
-
-    Each field is judged against the rest of the card: its span is compared with the
-    median of the other fields' spans (each as a share of what the layout gives it),
-    when at least two others were judged, else with the layout alone. A card read
-    from a rough outline is stretched or shrunk everywhere alike; a field typed again
-    is out of step with the rest. The layout is fitted to the captions and titles only
-    (not to the number, which could be the field typed again)."""
+def _typeset_fields(lines: list[TextLine], side: str | None,
+                    ) -> tuple[np.ndarray, list[tuple[TextLine, float, float, float, float]]]:
+    """The fitted layout map and, per value line the typesetting judges, (line, its span
+    as a share of what the layout gives the text read, slack, start mm, end mm)."""
     anchors = [ln for ln in lines if sum(ch.isdigit() for ch in ln.text) < 15]
     m = fit_layout(anchors, side)
     scale, tx, ty = m[0, 0], m[0, 2], m[1, 2]
-    fields: list[tuple[float, float]] = []  # (span as a share of the layout's, slack)
+    fields: list[tuple[TextLine, float, float, float, float]] = []
     for ln in lines:
         text = ln.text
         if text in _LABELS:
@@ -156,13 +153,53 @@ def typeset_shortfall(lines: list[TextLine], side: str | None) -> float:
                 continue
         else:
             continue
-        fields.append(((x1 - start) / (end - start), slack))
+        fields.append((ln, (x1 - start) / (end - start), slack, start, end))
+    return m, fields
+
+
+def _references(fields: list) -> list[float]:
+    """Per field the median share of the card's other fields (1 with fewer than two)."""
+    refs = []
+    for i in range(len(fields)):
+        others = [f[1] for j, f in enumerate(fields) if j != i]
+        refs.append(float(np.median(others)) if len(others) >= 2 else 1.0)
+    return refs
+
+
+def typeset_shortfall(lines: list[TextLine], side: str | None) -> float:
+    """The largest shortfall (0..1) of a value line's span against where the card's
+    typesetting would end it, as a share of that span; 0 when nothing can be judged.
+
+    Each field is judged against the rest of the card: its span is compared with the
+    median of the other fields' spans (each as a share of what the layout gives it),
+    when at least two others were judged, else with the layout alone. A card read
+    from a rough outline is stretched or shrunk everywhere alike; a field typed again
+    is out of step with the rest. The layout is fitted to the captions and titles only
+    (not to the number, which could be the field typed again)."""
+    _m, fields = _typeset_fields(lines, side)
     worst = 0.0
-    for i, (share, slack) in enumerate(fields):
-        others = [f[0] for j, f in enumerate(fields) if j != i]
-        ref = float(np.median(others)) if len(others) >= 2 else 1.0
+    for (_ln, share, slack, _s, _e), ref in zip(fields, _references(fields), strict=True):
         worst = max(worst, 1.0 - share / max(ref, 1e-6) - slack)
     return worst
+
+
+def short_field_zones(lines: list[TextLine], side: str | None,
+                      ) -> list[tuple[float, float, float, float]]:
+    """Card-pixel boxes (x0, y0, x1, y1) where the card's typesetting would continue a
+    value line that ends short of it (a shortfall over SHORT_ZONE): from the line's end
+    to where the layout, scaled like the card's other fields, ends the text read. The
+    text read is whole there (the layout's end is computed from it), so the paper past
+    its end is empty because the line is set short, not because something washed it
+    out: glare does not count those cells."""
+    m, fields = _typeset_fields(lines, side)
+    scale, tx = m[0, 0], m[0, 2]
+    zones = []
+    for (ln, share, slack, start, end), ref in zip(fields, _references(fields), strict=True):
+        if 1.0 - share / max(ref, 1e-6) - slack <= SHORT_ZONE:
+            continue
+        x_end = (start + ref * (end - start)) * PX_PER_MM * scale + tx
+        zones.append((float(ln.x1), float(ln.y0), float(x_end), float(ln.y1)))
+    return zones
 
 
 def _in_value_zone(ln: TextLine, side: str | None) -> bool:
