@@ -208,7 +208,8 @@ def test_an_address_ending_in_a_digit_gets_its_lost_last_character(
         return reads
 
     lines = [_line("郭瑜晨", 16.5, 10.5, 27), _line("女", 16.5, 17, 20),
-             _line("1995年5月24日", 16.5, 23.5, 45), _line("四川省重庆市万盛区三马", 16.5, 30.5, 50),
+             _line("1995年5月24日", 16.5, 23.5, 45),
+             _line("四川省重庆市万盛区三马", 16.5, 30.5, 50),
              _line("路22号" + last_line, 16.5, 34.5, 35), _line(NUMBER, 29.5, 46.5, 77.5)]
     values = parse_front(lines, read_on=read_on).values
     assert values["address"] == "四川省重庆市万盛区三马路22号" + expected_end
@@ -218,6 +219,28 @@ def test_an_address_ending_in_a_digit_gets_its_lost_last_character(
     lines[4] = _line("路22号1601室", 16.5, 34.5, 40)
     assert parse_front(lines, read_on=read_on).values["address"].endswith("1601室")
     assert asked == []
+
+
+def test_a_stray_symbol_in_an_address_is_replaced_by_what_the_image_shows() -> None:
+    # Generator seed 2200006 (glare_mild): 5单元403号 was read 5单元+03号. No address
+    # prints +; the image is asked what stands there (here: the option it shows).
+    shown = "林二路56号5单元403号"
+    asked = []
+
+    def choose(line, options, priors=None):
+        asked.append(options)
+        return shown if shown in options else options[0]
+
+    lines = [_line("郭瑜晨", 16.5, 10.5, 27), _line("女", 16.5, 17, 20),
+             _line("1995年5月24日", 16.5, 23.5, 45),
+             _line("四川省重庆市万盛区三马", 16.5, 30.5, 50),
+             _line("林二路56号5单元+03号", 16.5, 34.5, 45), _line(NUMBER, 29.5, 46.5, 77.5)]
+    values = parse_front(lines, choose).values
+    assert values["address"] == "四川省重庆市万盛区三马" + shown
+    options = asked[-1]
+    assert "林二路56号5单元03号" in options  # the symbol may be noise
+    assert "林二路56号5单元门03号" in options and "林二路56号5单元门3号" in options
+    assert not any("+" in o for o in options)
 
 
 def test_the_ethnicity_half_a_row_below_the_sex_row_is_still_read() -> None:

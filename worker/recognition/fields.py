@@ -247,6 +247,7 @@ def parse_front(
     start = (birth_i + 1) if birth_i is not None else (sex_i + 2 if sex_i is not None else None)
     if start is not None and start < len(rows):
         addr_lines = [ln for r in rows[start:] for ln in r if ln.x1 > mm(FRONT_VALUE_X_MM)]
+        addr_lines = _without_stray_symbols(addr_lines, choose)
         if addr_lines:
             text = "".join(strip_label(ln.text) for ln in addr_lines)
             # No address starts with 住 or 址: they are what is left of a misread label.
@@ -322,6 +323,42 @@ def _parse_sex_row(row: list[TextLine], out: CardFields) -> None:
         out.quads["sex"] = _union_quad(sex_lines)
     if eth_lines:
         out.quads["ethnicity"] = _union_quad(eth_lines)
+
+
+# Symbols no address prints: a recogniser's [ or + in one is a misread character (门
+# read as [1 under blur, 4 as + under glare).
+_STRAY_SYMBOL = re.compile(r"[\[\]{}|!?+<>~^*=@$%&_;]")
+# What such a symbol stands for: a digit or a word that counts an address's parts.
+_ADDRESS_UNITS = "0123456789号室门栋楼单元层幢弄组村户附街路巷"
+
+
+def _without_stray_symbols(lines: list[TextLine], choose: LineChooser | None
+                           ) -> list[TextLine]:
+    """Address lines with each stray symbol replaced by what the image shows there: the
+    symbol dropped, or it (alone, or with the character beside it: 门 split as [1) read
+    as a digit or a unit word, whichever the recogniser finds likeliest in the line."""
+    if choose is None:
+        return lines
+    out = []
+    for ln in lines:
+        for _ in range(3):
+            m = _STRAY_SYMBOL.search(ln.text)
+            if m is None:
+                break
+            t, i = ln.text, m.start()
+            options = [t[:i] + t[i + 1:]]
+            for unit in _ADDRESS_UNITS:
+                options.append(t[:i] + unit + t[i + 1:])
+                if i + 1 < len(t):
+                    options.append(t[:i] + unit + t[i + 2:])
+                if i > 0:
+                    options.append(t[:i - 1] + unit + t[i + 1:])
+            best = choose(ln, list(dict.fromkeys(options)))
+            if _STRAY_SYMBOL.search(best[:i + 1]) is not None:
+                break  # no better reading than the symbol (cannot happen: dropped is one)
+            ln = TextLine(ln.quad, best, ln.score, ln.label_merged)
+        out.append(ln)
+    return out
 
 
 def _lost_address_end(last: TextLine, read_on: LineExtender) -> str:
