@@ -63,7 +63,8 @@ def _best_prefix(
     prefer: frozenset[str] = frozenset(),
     tie_breaker: TieBreaker | None = None,
 ) -> tuple[str, int] | None:
-    """The one name that ``text`` starts with, allowing one slip; (name, chars used).
+    """The one name that ``text`` starts with, allowing one slip (more in a long name of
+    the number's own region); (name, chars used).
 
     A misread character (same length) beats a dropped or extra one; among equals, a
     name in ``prefer`` (the ID number's own region) wins; otherwise a tie is no answer.
@@ -78,12 +79,15 @@ def _best_prefix(
     min_len = 2 if tie_breaker is not None else _MIN_LEN_TO_CORRECT
     best: list[tuple[int, int, str, int]] = []
     for name in names:
-        if len(name) < min_len or len(head.intersection(name)) < len(set(name)) - 1:
+        # The number's own region may be read with a slip per four characters (巍山彝族
+        # 回族自治县 read as '山韩族回族自治县'); any other name with one.
+        slips = max(1, len(name) // 4) if name in prefer else 1
+        if len(name) < min_len or len(head.intersection(name)) < len(set(name)) - slips:
             continue
-        for used in (len(name) - 1, len(name), len(name) + 1):
+        for used in range(len(name) - slips, len(name) + slips + 1):
             if 0 < used <= len(text):
                 d = edit_distance(text[:used], name)
-                if d <= 1:
+                if d <= slips:
                     best.append((d, int(used != len(name)), name, used))
     if not best:
         return None
