@@ -58,12 +58,12 @@ def test_a_card_read_stretched_is_out_of_step_nowhere():
     assert typeset_shortfall(lines, "front") > 0.25
 
 
-def _context(case, lines: list[TextLine]) -> AlertContext:
+def _context(case, lines: list[TextLine], side: str | None = None) -> AlertContext:
     image = imageio.load_image(case.image_bytes)
     corners = np.asarray(case.quads[0], np.float32)
     card, m = rectify_card(image.bgr, corners)
     return AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=card,
-                                        lines=lines, side=case.side))
+                                        lines=lines, side=side or case.side))
 
 
 def _truth_lines(case, m: np.ndarray, number_end_share: float = 1.0) -> list[TextLine]:
@@ -153,3 +153,75 @@ def test_glare_does_not_count_the_paper_past_a_whole_field_set_short():
     assert whole["tampering"] >= DEFAULT_THRESHOLDS["tampering"]
     cut_short = scores(f"{y}年{mo}")
     assert cut_short["glare"] >= DEFAULT_THRESHOLDS["glare"]
+
+
+def test_interim_raises_on_a_validity_period_of_three_months():
+    """A temporary card is valid for three months, a regular one for 5 years or more;
+    the title need not have been read."""
+    case = make_alert_photo(5, "clean", 0.0, "back")
+
+    def score(validity: str) -> int:
+        lines = [_line("签发机关某某市公安局", 17.0, 60.0, 40.5),
+                 _line("有效期限" + validity, 17.0, 66.0, 47.0)]
+        return REGISTRY["interim"].score(_context(case, lines, "back"))
+
+    assert score("2026.10.24-2027.01.23") >= DEFAULT_THRESHOLDS["interim"]
+    assert score("2022.10.14-2042.10.14") < DEFAULT_THRESHOLDS["interim"]
+    assert score("2022.10.14-长期") < DEFAULT_THRESHOLDS["interim"]
+    assert score("2022.10.14-2022.07.14") < DEFAULT_THRESHOLDS["interim"]  # misread: ends before
+
+
+def test_tampering_does_not_judge_the_typesetting_of_a_card_wrapping_its_address_at_12():
+    """The temporary card's portrait side sets its fields otherwise (its birth date in
+    one run, its address wrapped after 12 characters); a regular card wraps after 11.
+    A temporary card whose title was not read is not judged by the regular layout."""
+    case = make_alert_photo(5, "clean", 0.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+
+    def score(address: str) -> int:
+        lines = _truth_lines(case, m, 0.65)
+        lines.append(_line(address, 15.0, 15.0 + len(address) * 3.08, 30.0))
+        read = CardRead(corners=corners, photo_to_card=m, card=card, lines=lines, side="front")
+        return REGISTRY["tampering"].score(AlertContext(image, read))
+
+    assert score("河北省石家庄市鹿泉市南") >= DEFAULT_THRESHOLDS["tampering"]  # 11: regular
+    assert score("河北省石家庄市鹿泉市南二") < DEFAULT_THRESHOLDS["tampering"]  # 12: temporary
+
+
+def _flat_patch_over_name(case, lines_share: float = 1.0) -> tuple[AlertContext, AlertContext]:
+    """(as photographed, with a flat patch of paper colour over the name line) for the
+    card of ``case`` read with the generator's field boxes."""
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    lines = _truth_lines(case, m, lines_share)
+    name = lines[0]
+    x0, y0 = (int(v) for v in name.quad.min(axis=0))
+    x1, y1 = (int(v) for v in name.quad.max(axis=0))
+    patched = card.copy()
+    region = patched[y0 - 6:y1 + 6, x0 - 6:x1 + 6]
+    paper = np.percentile(region.reshape(-1, 3), 90, axis=0)
+    region[:] = paper.astype(np.uint8)
+    # The name typed again on it: a dark bar where its characters go.
+    patched[y0 + 4:y1 - 4, x0 + 2:x1 - 2:6] = 40
+
+    def ctx(c: np.ndarray) -> AlertContext:
+        return AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=c,
+                                            lines=lines, side=case.side))
+
+    return ctx(card), ctx(patched)
+
+
+def test_tampering_does_not_judge_the_paper_texture_of_a_card_cut_off():
+    """A card cut off by the frame is read from what is left of it, stretched to a
+    card's shape: its paper's texture is resampled too. A flat patch over a line is
+    evidence on a whole card only."""
+    whole, whole_patched = _flat_patch_over_name(make_alert_photo(5, "clean", 0.0, "front"))
+    assert REGISTRY["tampering"].score(whole) < DEFAULT_THRESHOLDS["tampering"]
+    assert REGISTRY["tampering"].score(whole_patched) >= DEFAULT_THRESHOLDS["tampering"]
+    _cut, cut_patched = _flat_patch_over_name(make_alert_photo(9, "border_integrity", 1.0,
+                                                               "front"))
+    assert cut_patched.cut_off
+    assert REGISTRY["tampering"].score(cut_patched) < DEFAULT_THRESHOLDS["tampering"]

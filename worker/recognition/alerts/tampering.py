@@ -15,7 +15,9 @@ What it measures, three pieces of evidence, the strongest counts:
   plain stretches of a card (no guilloche there) do not give ratios of two nothings.
   Lines whose paper is clipped white, or brighter than the ring's paper, are not
   judged: glare washes texture out too, but it adds light, while a patch has the
-  colour of the paper between the print's lines.
+  colour of the paper between the print's lines. Not judged on a card cut off by the
+  frame (read from what is left of it and stretched to a card's shape, its texture
+  with it).
 
 - **Typesetting.** The card sets its values in fixed cells, not in a font's own
   advance: each wide character in a cell of about 3.1 mm (the name's about 3.5 mm), the
@@ -24,7 +26,9 @@ What it measures, three pieces of evidence, the strongest counts:
   where the card would end it. Per value line, its span from the value column to its
   end, as a share of what the layout gives the text read, is compared with the median
   of the card's other fields (a card read from a rough outline is stretched alike
-  everywhere); not judged on a temporary card, a blurred one, under glare, nor on a
+  everywhere); not judged on a temporary card (or a portrait side that wraps its
+  address after 12 characters as the temporary card does: :func:`.interim.
+  wraps_like_temporary`), a blurred one, under glare, nor on a
   card cut off, a copy, a recapture or a card with an object over it (the other
   alerts' decision points: the print there is not laid out for reading).
 
@@ -226,6 +230,8 @@ class TamperingDetector:
         if not ctx.readable:
             return 0  # no field read: no value line to judge a patch by
         patch = logistic_score(-self._texture(ctx), -CENTRE_LOG_RATIO, WIDTH_LOG_RATIO)
+        if patch >= 50 and self._cut_off(ctx):
+            patch = 0  # read from what is left of the card, stretched: its texture too
         if patch >= 50:
             return patch
         return max(patch, self._typeset_score(ctx))
@@ -237,10 +243,12 @@ class TamperingDetector:
         from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
         from worker.recognition.alerts.blur import BlurDetector
         from worker.recognition.alerts.glare import GlareDetector
-        from worker.recognition.alerts.interim import InterimDetector
+        from worker.recognition.alerts.interim import InterimDetector, wraps_like_temporary
 
-        if InterimDetector().score(ctx) >= 50 or BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
-            return 0  # laid out otherwise; print faint and spread everywhere
+        if InterimDetector().score(ctx) >= 50 or wraps_like_temporary(ctx.lines, ctx.side):
+            return 0  # a temporary card (or one that wraps its address as they do): laid out otherwise
+        if BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
+            return 0  # print faint and spread everywhere
         if GlareDetector().score(ctx) >= 50:
             return 0  # the end of a line washed out by glare is no shorter print
         # Where the card's print cannot be read for its layout: a card cut off by the
@@ -256,6 +264,14 @@ class TamperingDetector:
                 BlockingDetector())):
             return 0
         return logistic_score(shortfall, CENTRE_SHORTFALL, WIDTH_SHORTFALL)
+
+    @staticmethod
+    def _cut_off(ctx: AlertContext) -> bool:
+        """Whether the card is cut off by the frame (border integrity's decision point or
+        the share of its outline outside the photo)."""
+        from worker.recognition.alerts.border_integrity import BorderIntegrityDetector
+
+        return ctx.cut_off or BorderIntegrityDetector().score(ctx) >= 50
 
     def explain(self, ctx: AlertContext) -> dict:
         return {"texture": round(self._texture(ctx), 3),
