@@ -225,3 +225,28 @@ def test_tampering_does_not_judge_the_paper_texture_of_a_card_cut_off():
                                                                "front"))
     assert cut_patched.cut_off
     assert REGISTRY["tampering"].score(cut_patched) < DEFAULT_THRESHOLDS["tampering"]
+
+
+def test_glare_needs_a_core_clipped_white():
+    """Empty cells about as light as white paper but not clipped (a patch, paper where
+    an outline read off the card expects print, on a bright card) are not glare; a
+    specular reflection clips its core white in all three channels."""
+    case = make_alert_photo(5, "clean", 0.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    lines = _truth_lines(case, m)
+    noise = np.random.default_rng(0).normal(0, 3, card.shape)
+
+    def score(level: float) -> int:
+        painted = card.copy()
+        # The number's row (its caption and half the number), the grid's slide included.
+        ys = slice(int(40 * PX_PER_MM), int(52 * PX_PER_MM))
+        xs = slice(int(10 * PX_PER_MM), int(50 * PX_PER_MM))
+        painted[ys, xs] = np.clip(level + noise[ys, xs], 0, 255).astype(np.uint8)
+        read = CardRead(corners=corners, photo_to_card=m, card=painted, lines=lines,
+                        side="front")
+        return REGISTRY["glare"].score(AlertContext(image, read))
+
+    assert score(251) < DEFAULT_THRESHOLDS["glare"]  # near white, not clipped
+    assert score(262) >= DEFAULT_THRESHOLDS["glare"]  # clipped white throughout

@@ -6,9 +6,10 @@ recognised captions; on the back also the rest of a validity period read as a da
 range, which runs on to about 69 mm) hold no ink and are as bright as the paper or
 brighter: a cell counts fully when its darkest pixel is at least WASHED_HIGH of the
 paper's level, and only if its mean is no darker than the paper and its lighter pixels
-are clipped white or lighter than the paper. Glare adds light: over a specular spot
-dark ink becomes as light as paper and the paper clips to white, so print that must be
-there vanishes.
+are clipped white or lighter than the paper; and at least one of the cells counted must
+be clipped white throughout (its 10th percentile at CLIPPED: the spot's core). Glare
+adds light: over a specular spot dark ink becomes as light as paper and the paper clips
+to white, so print that must be there vanishes.
 
 Why this and not "bright pixels": a well-exposed card is mostly near-white paper and
 may clip to 255 without hiding anything, and a blurred or low-contrast card has grey
@@ -123,6 +124,7 @@ class GlareDetector:
         paper = max(ctx.paper_level, 40.0)
         ink = (mc < 0.6 * paper) & frame
         washed = 0.0
+        core = 0.0  # the whitest washed-out cell's 10th percentile
         judged = inked = 0
         cells = _printed_cells(ctx)
         short = short_field_zones(ctx.lines, ctx.side)
@@ -147,12 +149,21 @@ class GlareDetector:
             # over print (tampering) is empty too, but no lighter than the paper.
             if float(np.percentile(cell, 90)) < min(CLIPPED, paper + LIGHTER):
                 continue
-            washed += float(np.clip((darkest / paper - WASHED_LOW)
-                                    / (WASHED_HIGH - WASHED_LOW), 0.0, 1.0))
+            share = float(np.clip((darkest / paper - WASHED_LOW)
+                                  / (WASHED_HIGH - WASHED_LOW), 0.0, 1.0))
+            washed += share
+            if share > 0:
+                core = max(core, float(np.percentile(cell, 10)))
         # When most of the cells that must hold print hold none and are not washed out
         # either, the card was not read where it lies (a wrong outline): the layout says
         # nothing then.
         if judged == 0 or inked + washed < MIN_INKED * judged:
+            return 0.0
+        if core < CLIPPED:
+            # A specular reflection clips its core white throughout: at least one cell
+            # it washes out is white in all three channels. Empty cells at the paper's
+            # own level (a patch, paper where an outline read off the card expects
+            # print) are not light added.
             return 0.0
         if washed > CENTRE_CELLS - 4 * WIDTH_CELLS and _layout_unreliable(ctx):
             return 0.0
