@@ -250,3 +250,32 @@ def test_glare_needs_a_core_clipped_white():
 
     assert score(251) < DEFAULT_THRESHOLDS["glare"]  # near white, not clipped
     assert score(262) >= DEFAULT_THRESHOLDS["glare"]  # clipped white throughout
+
+
+def test_glare_beside_an_object_over_the_card():
+    """An object over the card (blocking raised) can pull the reader's outline off the
+    card, leaving a cell or two empty where the layout expects print: not judged. Many
+    cells washed out white are light whatever else lies on the card."""
+    import cv2
+
+    case = make_alert_photo(5, "clean", 0.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    lines = _truth_lines(case, m)
+    covered = card.copy()
+    cv2.circle(covered, (680, 170), 70, (150, 150, 155), -1)  # a grey coin over the face
+
+    def scores(x1_mm: float) -> dict[str, int]:
+        painted = covered.copy()
+        painted[40 * 10:52 * 10, 10 * 10:int(x1_mm * 10)] = 255  # the number's row, white
+        ctx = AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=painted,
+                                           lines=lines, side="front"))
+        return {a: REGISTRY[a].score(ctx) for a in ("blocking_within_border", "glare")}
+
+    few = scores(18.0)
+    assert few["blocking_within_border"] >= DEFAULT_THRESHOLDS["blocking_within_border"]
+    assert few["glare"] < DEFAULT_THRESHOLDS["glare"]
+    many = scores(50.0)
+    assert many["blocking_within_border"] >= DEFAULT_THRESHOLDS["blocking_within_border"]
+    assert many["glare"] >= DEFAULT_THRESHOLDS["glare"]

@@ -24,7 +24,9 @@ read from what is left of it), a temporary card (laid out otherwise), a blurred 
 (faint everywhere), and a card whose always-printed cells mostly hold neither ink nor
 washed-out light (the reader's outline is not where the card is), nor a card with an
 object over it or cut off (the blocking and border integrity alerts' decision points:
-the reader's outline follows the object's or the frame's edge). Cells past the end of
+the reader's outline follows the object's or the frame's edge) when fewer than
+OFF_LAYOUT_CELLS cells are washed out (more, with a clipped core, is light whatever
+else is over the card). Cells past the end of
 a value line read whole but set short of the card's typesetting
 (:func:`.tampering.short_field_zones`) do not count: that paper is empty because the
 line is short (a field typed again on a patch), not because light washed print out.
@@ -64,6 +66,10 @@ MIN_INKED = 0.6  # share of the always-printed cells that must show ink
 # Score 50 at this many washed-out cells (a cell is 5.35 × 5.4 mm).
 CENTRE_CELLS = 0.5
 WIDTH_CELLS = 0.12
+# An outline pulled off the card (an object over it, the frame cutting it) leaves up to
+# about this many always-printed cells empty where the layout expects print; more,
+# with a core clipped white, is light whatever else is over the card.
+OFF_LAYOUT_CELLS = 2.0
 
 
 # The back's validity line, once its second date has begun, runs on to here (mm): the
@@ -165,7 +171,7 @@ class GlareDetector:
             # own level (a patch, paper where an outline read off the card expects
             # print) are not light added.
             return 0.0
-        if washed > CENTRE_CELLS - 4 * WIDTH_CELLS and _layout_unreliable(ctx):
+        if CENTRE_CELLS - 4 * WIDTH_CELLS < washed < OFF_LAYOUT_CELLS and _layout_unreliable(ctx):
             return 0.0
         return washed
 
