@@ -247,6 +247,40 @@ def test_border_integrity_sees_a_card_read_from_its_visible_part():
     assert _raised("border_integrity", REGISTRY["border_integrity"].score(ctx))
 
 
+def test_border_integrity_judges_a_dim_photo_at_the_papers_exposure():
+    """A dim photo of a whole card lying near the frame, read with an outline 7 % too
+    large (its corner past the frame): the card's edge against the dark background is
+    a small difference in the dim photo, large once the paper is brought to a standard
+    exposure, so the outline's corner is no cut."""
+    case = make_alert_photo(3000150, "lowlight", 2 / 3, "back")
+    image = imageio.load_image(case.image_bytes)
+    true = np.asarray(case.quads[0], np.float64)
+    centre = true.mean(axis=0)
+    grown = ((true - centre) * 1.07 + centre).astype(np.float32)
+    assert grown[:, 0].max() > image.bgr.shape[1]  # the outline runs past the frame
+    card, m = rectify_card(image.bgr, grown)
+    ctx = AlertContext(image, CardRead(corners=grown, photo_to_card=m, card=card, lines=[],
+                                       side="back"))
+    assert ctx.paper_level < 120  # dim
+    assert not _raised("border_integrity", REGISTRY["border_integrity"].score(ctx))
+
+
+def test_border_integrity_does_not_judge_a_black_and_white_copy():
+    """A cut-off card is raised; the same photo in black and white (a copy: the sheet's
+    paper is the card's grey, so paper running on to the frame says nothing) is not."""
+    case = make_alert_photo(8, "border_integrity", 0.0)
+    colour = _context(case)
+    assert _raised("border_integrity", REGISTRY["border_integrity"].score(colour))
+    grey = cv2.cvtColor(cv2.cvtColor(colour.photo, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    ok, buf = cv2.imencode(".png", grey)
+    image = imageio.load_image(buf.tobytes())
+    card, m = rectify_card(image.bgr, colour.corners)
+    ctx = AlertContext(image, CardRead(corners=colour.corners, photo_to_card=m, card=card,
+                                       lines=colour.lines, side="front"))
+    assert _raised("copy", REGISTRY["copy"].score(ctx))
+    assert REGISTRY["border_integrity"].measure(ctx) == 0.0
+
+
 def test_blur_is_judged_against_the_print_not_the_detected_boxes():
     """The same blurred card with the detector's boxes twice as tall (a title's large
     print, a box taking in two lines): blur smears every edge by the same pixels, so
@@ -449,6 +483,16 @@ def test_a_cut_off_card_is_read_and_scored(run_engine):
     assert res["number"] == case.expected["number"]
     assert isinstance(res["detect_border_integrity_result"], bool)
     assert 0 <= res["score_info"]["border_integrity_score"] <= 99
+
+
+def test_blocking_places_its_cells_by_the_per_axis_fit_of_a_stretched_read(run_engine):
+    """A back cut off by 2.5 mm on the left, which the reader outlines around more than
+    the card (its captions fit a scale of about 1 across and 0.7 down): one scale left
+    the cells along the card's top and bottom edges on the background, read as an
+    object over the card; the per-axis fit places them on the card's paper."""
+    case = make_alert_photo(3000044, "border_integrity", 0.0, "back")
+    res = run_engine(case.image_bytes, flags={"detect_blocking_within_border"})["result"]
+    assert res["detect_blocking_within_border_result"] is False
 
 
 def test_a_front_sent_as_back_is_still_read(run_engine, make_case):

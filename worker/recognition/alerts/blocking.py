@@ -25,8 +25,9 @@ the shoulders stay unjudged, and a finger over the face is skin on skin: those a
 seen only where the object reaches out of them. An unjudged cell of the portrait or emblem
 between covered cells counts as covered (an object does not stop where the judging
 does). Cells are placed by the layout fitted to the recognised captions
-(:attr:`AlertContext.layout_to_card`), so a card read from a rough outline is judged on
-its paper, not on the background around it. Not judged at all (score 0), because
+(:attr:`AlertContext.layout_to_card`, or a scale per axis when the card was read
+stretched along one axis: :func:`cell_layout`), so a card read from a rough outline is
+judged on its paper, not on the background around it. Not judged at all (score 0), because
 where its paper lies is not known well enough: a card of which no field could be read
 (:attr:`AlertContext.readable`), a card whose text runs askew in the card image
 (:attr:`AlertContext.text_tilt`: the outline is not the card's), a card cut off by the frame
@@ -44,6 +45,7 @@ import numpy as np
 from worker.recognition.alerts.base import AlertContext, logistic_score
 from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
 from worker.recognition.alerts.blur import BlurDetector
+from worker.recognition.alerts.border_integrity import stretched_layout
 from worker.recognition.alerts.copy import CopyDetector
 from worker.recognition.alerts.interim import InterimDetector
 from worker.recognition.alerts.reproduce import ReproduceDetector
@@ -140,11 +142,11 @@ def _emblem_offset(red: np.ndarray, layout: np.ndarray) -> tuple[float, float]:
     bool mask at half resolution): the shift within EMBLEM_SEARCH_MM that puts the most
     red pixels inside the disc, the smallest among equals (a partly covered emblem
     keeps its place)."""
-    s = float(layout[0, 0])
-    x0, y0, x1, y1 = (mm(c) * s / 2 for c in BACK_EMBLEM_MM)
-    cx, cy = (x0 + x1) / 2 + layout[0, 2] / 2, (y0 + y1) / 2 + layout[1, 2] / 2
-    r = (x1 - x0) / 2 * 0.8
-    reach = mm(EMBLEM_SEARCH_MM) * s / 2
+    sx, sy = float(layout[0, 0]), float(layout[1, 1])
+    e0, f0, e1, f1 = (mm(c) / 2 for c in BACK_EMBLEM_MM)
+    cx, cy = (e0 + e1) / 2 * sx + layout[0, 2] / 2, (f0 + f1) / 2 * sy + layout[1, 2] / 2
+    r = (e1 - e0) / 2 * 0.8 * min(sx, sy)
+    reach = mm(EMBLEM_SEARCH_MM) * max(sx, sy) / 2
     ys, xs = np.nonzero(red[max(0, int(cy - r - reach)):int(cy + r + reach) + 1,
                             max(0, int(cx - r - reach)):int(cx + r + reach) + 1])
     if xs.size == 0:
@@ -194,6 +196,16 @@ def _judged_cells(layout: np.ndarray, side: str | None) -> np.ndarray:
     return (on_card & ~in_zone & ~corner).reshape(GRID_H, GRID_W)
 
 
+def cell_layout(ctx: AlertContext) -> np.ndarray:
+    """The layout map the cells are placed by: the captions' uniform fit
+    (:attr:`AlertContext.layout_to_card`), or their fit with a scale per axis when the
+    card was read stretched along one axis (:func:`~.border_integrity.stretched_layout`:
+    an outline around more than the card, or along part of it), where one scale would
+    leave the cells along two of its edges on the background."""
+    axes = stretched_layout(ctx)
+    return ctx.layout_to_card if axes is None else axes
+
+
 class BlockingDetector:
     name = "blocking_within_border"
 
@@ -210,7 +222,7 @@ class BlockingDetector:
             for k in (1, 2)], axis=-1)
         frame = cv2.resize(ctx.in_frame.astype(np.float32), size,
                            interpolation=cv2.INTER_AREA) > 0.95
-        valid = frame & _judged_cells(ctx.layout_to_card, ctx.side)
+        valid = frame & _judged_cells(cell_layout(ctx), ctx.side)
         covered = np.zeros_like(valid)
         if valid.sum() < 20:
             return covered, valid
@@ -259,7 +271,7 @@ class BlockingDetector:
         a0 = float(np.median(cells[..., 1][paper]))
         b0 = float(np.median(cells[..., 2][paper]))
         da, db = lab[..., 1] - a0, lab[..., 2] - b0
-        layout = ctx.layout_to_card
+        layout = cell_layout(ctx)
         if ctx.side == "back":
             red = da > RED_A
             zone = _zone_cells(layout, "back", _emblem_offset(red, layout))
@@ -300,7 +312,7 @@ class BlockingDetector:
         # ones is covered too: an object does not stop where the judging does.
         around = cv2.filter2D(covered.astype(np.float32), -1, np.ones((3, 3), np.float32),
                               borderType=cv2.BORDER_CONSTANT)
-        bridgeable = ~valid & _zone_cells(ctx.layout_to_card, ctx.side, grown=True)
+        bridgeable = ~valid & _zone_cells(cell_layout(ctx), ctx.side, grown=True)
         covered = covered | (bridgeable & (around >= BRIDGE_NEIGHBOURS))
         opened = cv2.morphologyEx(covered.astype(np.uint8), cv2.MORPH_OPEN,
                                   np.ones((2, 2), np.uint8), borderType=cv2.BORDER_CONSTANT,

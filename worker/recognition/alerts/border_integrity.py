@@ -16,11 +16,15 @@ part); in both cases part of its outline is not inside the photo. In the second 
 the recognised captions (where 姓名, 公民身份号码, 签发机关... are printed) still say where
 the whole card lies, and that outline is checked too; the visible part is stretched to a
 card's shape along the cut axis only, so the captions are fitted with a scale per axis
-when those scales differ (:func:`fit_layout_axes`). Why the photo must confirm it: an
+when those scales differ, the larger one measured by the captions, and that fit places
+them closer (:func:`stretched_layout`). Why the photo must confirm it: an
 outline read wrongly (a shadow, a blurred or dim card) or a whole card lying a
 millimetre from the edge also puts outline points on the frame, but there the photo
-shows the card's edge, or background, between the card and the frame. On a dim photo
-whose background is as dark as the card, that difference can vanish.
+shows the card's edge, or background, between the card and the frame. The photo is
+judged at the exposure that puts the card's paper at a standard white: on a dim photo
+the card's edge against a dark background is otherwise too small a difference. Not
+judged (score 0): a read black-and-white copy (the copy alert's decision point), where
+the sheet's paper around the card is the card's own grey.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from worker.recognition.alerts.base import (
     logistic_score,
     outline_cut,
 )
+from worker.recognition.alerts.copy import CopyDetector
 from worker.recognition.layout import CARD_H_PX, CARD_W_PX, PX_PER_MM
 
 # Outline points closer than this to the frame edge (or beyond it) count as cut.
@@ -48,6 +53,7 @@ PROFILE_MM = 3.0
 SMOOTH_MM = 0.15
 WORK_PX_PER_MM = 6.0
 PAPER_DE = 8.0  # Lab distance under which two places show the same paper
+EXPOSED_WHITE, MAX_GAIN = 230.0, 4.0  # the paper's standard exposure (as blocking's)
 CARD_PAPER_DE = 30.0  # ... and the looser one to the paper in the middle of the card
 # The captions place the card to a millimetre or two: by them, the outline must lie
 # this far beyond the frame to count.
@@ -74,7 +80,17 @@ def _photo_lab(ctx: AlertContext) -> tuple[np.ndarray, float]:
     small = ctx.photo if s >= 1 else cv2.resize(ctx.photo, None, fx=s, fy=s,
                                                 interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), SMOOTH_MM * ctx.photo_px_per_mm * s)
+    # A dim photo shrinks every difference (the card's edge against a dark background
+    # too): the photo is brought to the exposure that puts the card's paper at
+    # EXPOSED_WHITE first, as the card itself is for colour (its card_paper_lab too).
+    gain = _gain(ctx)
+    if gain > 1.01:
+        small = cv2.convertScaleAbs(small, alpha=gain)
     return cv2.cvtColor(small, cv2.COLOR_BGR2Lab).astype(np.float32), s
+
+
+def _gain(ctx: AlertContext) -> float:
+    return float(np.clip(EXPOSED_WHITE / max(ctx.paper_level, 1.0), 1.0, MAX_GAIN))
 
 
 def _paper_runs_on(ctx: AlertContext, card_to_photo: np.ndarray, cut: np.ndarray,
@@ -115,6 +131,9 @@ def card_paper_lab(ctx: AlertContext) -> np.ndarray:
     the card, print removed by a median filter."""
     h, w = CARD_H_PX, CARD_W_PX
     middle = ctx.card[h // 4:3 * h // 4:2, w // 4:3 * w // 4:2]
+    gain = _gain(ctx)
+    if gain > 1.01:
+        middle = cv2.convertScaleAbs(middle, alpha=gain)
     lab = cv2.cvtColor(cv2.medianBlur(middle, 5), cv2.COLOR_BGR2Lab).reshape(-1, 3)
     light = lab[lab[:, 0] >= np.median(lab[:, 0])]
     return np.median(light, axis=0).astype(np.float32)
@@ -143,6 +162,37 @@ def fit_layout_axes(ctx: AlertContext) -> np.ndarray:
     return np.array([[scale[0], 0, shift[0]], [0, scale[1], shift[1]], [0, 0, 1]])
 
 
+def _caption_residual(ctx: AlertContext, layout: np.ndarray) -> float:
+    """The largest distance (card px) of a recognised caption from where ``layout``
+    puts it."""
+    src, dst = anchor_pairs(ctx.lines, ctx.side)
+    if not src:
+        return 0.0
+    s_pts, d_pts = np.array(src, np.float64), np.array(dst, np.float64)
+    return float(np.abs(s_pts @ layout[:2, :2].T + layout[:2, 2] - d_pts).max())
+
+
+def stretched_layout(ctx: AlertContext) -> np.ndarray | None:
+    """The per-axis fit (:func:`fit_layout_axes`) when the captions say the card was
+    read stretched along one axis: its two scales differ by more than AXIS_DIFFER *and*
+    it places the captions closer than the uniform fit does (an outline that is not a
+    rectangle on the card, a perspective misread, also gives scales that differ, and
+    then fits no better), and the larger scale is measured; else None."""
+    axes = fit_layout_axes(ctx)
+    if abs(axes[0, 0] - axes[1, 1]) <= AXIS_DIFFER:
+        return None
+    # Read from its visible part, the card is stretched along the cut: the larger
+    # scale must be one the captions measured (an axis they do not span keeps 1, and
+    # an outline around more than the card shrinks the other).
+    src, _dst = anchor_pairs(ctx.lines, ctx.side)
+    k = int(np.argmax([axes[0, 0], axes[1, 1]]))
+    if np.ptp(np.array(src, np.float64)[:, k]) < AXIS_SPAN_MM * PX_PER_MM:
+        return None
+    if _caption_residual(ctx, axes) >= _caption_residual(ctx, ctx.layout_to_card):
+        return None
+    return axes
+
+
 def cut_off_share(ctx: AlertContext) -> float:
     """Share (0..1) of the card's outline outside the photo or on its edge where the
     card's paper runs on to the frame: the larger of what the read outline and what
@@ -158,8 +208,8 @@ def cut_off_share(ctx: AlertContext) -> float:
     # Where the captions put the card: a card cut off is often read from the part
     # that is left, and its outline then ends at the frame, inside the real card.
     layout = ctx.layout_to_card
-    axes = fit_layout_axes(ctx)
-    if abs(axes[0, 0] - axes[1, 1]) > AXIS_DIFFER:
+    axes = stretched_layout(ctx)
+    if axes is not None:
         # The captions say the card was read stretched along one axis.
         layout = axes
     if np.allclose(layout, np.eye(3)):
@@ -179,7 +229,13 @@ class BorderIntegrityDetector:
     name = "border_integrity"
 
     def measure(self, ctx: AlertContext) -> float:
-        """Share (0..1) of the card's outline cut off (:func:`cut_off_share`)."""
+        """Share (0..1) of the card's outline cut off (:func:`cut_off_share`); 0 for a
+        read black-and-white copy (the copy alert's decision point): the sheet's paper
+        lies around the card in the card's own grey, so "the card's paper runs on to
+        the frame" says nothing there. (A card nothing was read from is not judged a
+        copy here: its colour is measured through the locator's rough outline.)"""
+        if ctx.readable and CopyDetector().score(ctx) >= 50:
+            return 0.0
         return ctx.cut_off_share
 
     def score(self, ctx: AlertContext) -> int:
