@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -318,7 +319,6 @@ def test_a_card_number_in_the_background_is_not_the_birth_row() -> None:
 def test_a_candidate_with_a_character_the_recogniser_lacks_is_not_chosen() -> None:
     # 酃 is not in the recogniser's dictionary: with nothing to score it by, 酃县 must
     # not win over what the frames show (a wildcard for it once did).
-    from types import SimpleNamespace
 
     from worker.recognition.ocr import OcrEngine
 
@@ -329,6 +329,29 @@ def test_a_candidate_with_a_character_the_recogniser_lacks_is_not_chosen() -> No
                            _rec=SimpleNamespace(postprocess_op=SimpleNamespace(dict=alphabet)))
     best, _ = OcrEngine.best_of(fake, None, ["鑫县", "酃县", "蠡县"], priors=[0.0, 4.0, 4.0])
     assert best == "蠡县"
+
+
+@pytest.mark.parametrize(("first", "second", "expected"), [
+    # Tuning seed 2700026 (blur_mild): the first model all but tied, the second sure.
+    ([-1.045, -1.122], [-3.323, -0.317], "樊霞"),
+    # Tuning seed 2300145: the first model sure of 季, the second of 孕 (and summed,
+    # slightly more so): the first model's clear reading stands.
+    ([-0.815, -5.268], [-7.505, -2.476], "樊露"),
+    # The first unsure, the second agreeing with it: nothing to change.
+    ([-1.0, -1.2], [-0.5, -2.0], "樊露"),
+    # Tuning seed 2700119: the first 0.67 nats for its reading (right), the second sure
+    # of another (wrong): not unsure enough to hand over.
+    ([-1.0, -1.67], [-5.0, -0.4], "樊露"),
+])
+def test_the_second_model_decides_a_character_only_where_the_first_is_unsure(
+        first, second, expected) -> None:
+    from worker.recognition.reader import _second_where_first_unsure
+
+    fake = SimpleNamespace(likelihoods_by_model=lambda image, cands: [
+        np.array(first), np.array(second)])
+    assert _second_where_first_unsure(fake, None, "樊露", "樊霞") == expected
+    # A second reading that is no name, or lost the label, is never taken.
+    assert _second_where_first_unsure(fake, None, "姓名樊露", "姓者樊霞") == "姓名樊露"
 
 
 def test_traditional_forms_are_read_as_the_simplified_ones_cards_print() -> None:
@@ -368,7 +391,6 @@ def test_two_models_choose_the_reading_both_find_likeliest() -> None:
     # The first model lost 雷 of 雷宁 (a blurred photo) but still gives it some weight;
     # the second sees it clearly. Their summed likelihood keeps 雷宁; a character only
     # one model knows (嫑) leaves the other model out.
-    from types import SimpleNamespace
 
     from worker.recognition.ocr import OcrEngine
 
@@ -550,7 +572,6 @@ def test_a_name_read_with_its_label_is_read_again_alone() -> None:
 
 
 def test_choosing_across_views_sums_both_models_on_every_image() -> None:
-    from types import SimpleNamespace
 
     from worker.recognition.ocr import OcrEngine
 

@@ -199,6 +199,21 @@ class OcrEngine:
             (text, score, *_), = rec([crop])[0]
         return text, float(score)
 
+    def likelihoods_by_model(self, crop: np.ndarray, candidates: list[str]
+                             ) -> list[np.ndarray | None]:
+        """Each candidate's CTC log-likelihood in ``crop`` under the first model and under
+        the second (None for a model that cannot spell every candidate)."""
+        out: list[np.ndarray | None] = []
+        for second in (False, True):
+            rec = self._second_rec() if second else self._rec
+            index = rec.postprocess_op.dict
+            if not all(c and all(ch in index for ch in c) for c in candidates):
+                out.append(None)
+                continue
+            logp = np.log(np.clip(self.frame_probs(crop, second), 1e-12, 1.0))
+            out.append(ctc_log_likelihoods(logp, [[index[ch] for ch in c] for c in candidates]))
+        return out
+
     def choose_by_both(self, crop: np.ndarray, candidates: list[str]) -> str:
         """The candidate that both models together find likeliest in ``crop``: the sum
         of its CTC log-likelihoods under each (a character one model cannot output
