@@ -504,6 +504,12 @@ def test_a_blurred_name_the_first_model_is_unsure_of_is_read_by_both(recognized)
     assert res["name"] == case.expected["name"] == "樊霞"
 
 
+def test_a_blurred_surname_read_as_no_surname_is_corrected(recognized):
+    # Tuning seed 2700050 (blur_mild): 殷 is read as 股, which no one is named by.
+    case, res = recognized(2700050, "blur_mild", "front")
+    assert res["name"] == case.expected["name"] == "殷彤彦"
+
+
 def _line(x0: float, y0: float, x1: float, y1: float) -> TextLine:
     return TextLine(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32))
 

@@ -250,6 +250,38 @@ def test_a_stray_symbol_in_an_address_is_replaced_by_what_the_image_shows() -> N
     assert not any("+" in o for o in options)
 
 
+@pytest.mark.parametrize(("read", "ethnicity", "asked", "expected"), [
+    ("股彤彦", "汉", True, "殷彤彦"),  # tuning seed 2700050 (blur_mild): 殷 read as 股
+    ("段彤彦", "汉", False, "段彤彦"),  # a known surname: nothing to ask
+    ("洛桑卓玛", "藏", False, "洛桑卓玛"),  # a Tibetan name has no surname
+    ("书彤彦", "汉", True, "书彤彦"),  # the image shows the reading itself best
+])
+def test_a_han_name_starting_with_no_known_surname_is_read_again_as_a_choice(
+        read, ethnicity, asked, expected) -> None:
+    from worker.recognition.fields import SURNAME_PRIOR
+
+    calls = []
+
+    def choose(line, options, priors=None):
+        calls.append((options, priors))
+        # The image: 殷 where the reading has 股, else the reading itself.
+        shown = options[0].replace("股", "殷")
+        return shown if shown in options else options[0]
+
+    lines = [_line("姓名" + read, 15, 10.5, 35), _line("性别女", 15, 17, 20),
+             _line("民族" + ethnicity, 29.6, 17, 40), _line("1995年5月24日", 16.5, 23.5, 45),
+             _line("四川省重庆市万盛区三马", 16.5, 30.5, 50), _line(NUMBER, 29.5, 46.5, 77.5)]
+    values = parse_front(lines, choose).values
+    assert (values["name"], values["ethnicity"]) == (expected, ethnicity)
+    name_calls = [c for c in calls if c[0][0] == "姓名" + read]
+    assert bool(name_calls) == asked
+    if asked:
+        options, priors = name_calls[0]
+        assert options[0] == "姓名" + read and priors[0] == 0.0
+        assert "姓名殷彤彦" in options and "姓名赵彤彦" in options and len(options) > 400
+        assert set(priors[1:]) == {SURNAME_PRIOR}
+
+
 def test_the_ethnicity_half_a_row_below_the_sex_row_is_still_read() -> None:
     # Generator seed 2300106 (mild): an outline with one corner off tilts the print, and
     # 民族汉 lies 3 mm below 性别女, between the sex and birth rows.
