@@ -253,10 +253,12 @@ def test_a_stray_symbol_in_an_address_is_replaced_by_what_the_image_shows() -> N
 @pytest.mark.parametrize(("read", "ethnicity", "asked", "expected"), [
     ("股彤彦", "汉", True, "殷彤彦"),  # tuning seed 2700050 (blur_mild): 殷 read as 股
     ("段彤彦", "汉", False, "段彤彦"),  # a known surname: nothing to ask
+    ("股彤彦", "回", True, "殷彤彦"),  # the Hui name Han-style too
     ("洛桑卓玛", "藏", False, "洛桑卓玛"),  # a Tibetan name has no surname
+    ("岩温", "傣", False, "岩温"),  # nor has a Dai name (岩: a man's prefix)
     ("书彤彦", "汉", True, "书彤彦"),  # the image shows the reading itself best
 ])
-def test_a_han_name_starting_with_no_known_surname_is_read_again_as_a_choice(
+def test_a_name_starting_with_no_known_surname_is_read_again_as_a_choice(
         read, ethnicity, asked, expected) -> None:
     from worker.recognition.fields import SURNAME_PRIOR
 

@@ -28,7 +28,11 @@ from worker.recognition.layout import (
     mm,
 )
 from worker.recognition.ocr import TextLine
-from worker.recognition.surnames import SINGLE_SURNAMES, has_known_surname
+from worker.recognition.surnames import (
+    HAN_SURNAME_GROUPS,
+    SINGLE_SURNAMES,
+    has_known_surname,
+)
 
 FRONT_ROW_PITCH = mm(FRONT_ROW_PITCH_MM)
 
@@ -237,7 +241,8 @@ def parse_front(
         _parse_sex_row(rows[sex_i], out)
     if "ethnicity" not in out.values:
         _ethnicity_off_its_row(values, out)
-    if choose is not None and out.values.get("name") and out.values.get("ethnicity") == "汉":
+    if (choose is not None and out.values.get("name")
+            and out.values.get("ethnicity") in HAN_SURNAME_GROUPS):
         out.values["name"] = _surname_checked(out.values["name"], name_lines[0], choose)
     if birth_i is not None:
         row = rows[birth_i]
@@ -394,8 +399,9 @@ def _surname_checked(name: str, first: TextLine, choose: LineChooser) -> str:
 
     Under blur 殷 comes out as 股 and 臧 as 减, characters no one is named by; a rare
     surname printed clearly keeps its reading, its look-alikes being far less likely in
-    the image. Only for the Han ethnicity: Tibetan and Mongolian names (洛桑卓玛, 其其格)
-    have no surname."""
+    the image. Only for the ethnic groups whose names start with a surname
+    (:data:`HAN_SURNAME_GROUPS`): Tibetan and Mongolian names (洛桑卓玛, 其其格) have
+    none."""
     if len(name) < 2 or "·" in name or has_known_surname(name):
         return name
     text = first.text

@@ -2,9 +2,10 @@
 
 The Hundred Family Surnames (百家姓, Song dynasty; public domain), with the later
 additions printed at its end, and the common modern surnames it lacks (肖 beside 萧, 付
-beside 傅, 闫 beside 阎, and regional ones such as 覃, 谌, 庹, 冼). Together these cover
-all but a small fraction of China's population; a name whose first character is not
-one of them is far more often a misread surname than a rare one.
+beside 傅, 闫 beside 阎, regional ones such as 覃, 谌, 庹, 冼, and the Korean 朴).
+Together these cover all but a small fraction of China's population; a name whose
+first character is not one of them is far more often a misread surname than a rare
+one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _BAIJIAXING = (
     # single surnames among the additions after the compound ones
     "晋楚闫法汝鄢涂钦岳帅缑亢况郈有琴商牟佘佴伯赏墨哈谯笪年爱阳佟言福"
 )
-_MODERN = "肖付覃谌庹冼粟揭禤区过尕兰苟芦麦苑邝隋丛迟栗仝练代信门但"
+_MODERN = "肖付覃谌庹冼粟揭禤区过尕兰苟芦麦苑邝隋丛迟栗仝练代信门但朴"
 
 SINGLE_SURNAMES: frozenset[str] = frozenset(_BAIJIAXING + _MODERN)
 
@@ -35,6 +36,16 @@ COMPOUND_SURNAMES: frozenset[str] = frozenset((
     "司寇", "子车", "颛孙", "端木", "巫马", "公西", "漆雕", "乐正", "壤驷", "公良", "拓跋",
     "夹谷", "宰父", "谷梁", "段干", "百里", "东郭", "南门", "呼延", "羊舌", "微生", "梁丘",
     "左丘", "东门", "西门", "南宫", "第五", "独孤",
+))
+
+
+# Ethnic groups whose names are Han-style, surname first (the Hui, Manchu, Zhuang ...;
+# the Koreans with their own surnames, 金 李 朴 崔). Others often go by given names alone
+# or name otherwise: Tibetan and Mongolian names (洛桑卓玛, 其其格), the Dai's 岩 and 玉
+# prefixes, the Hani's linked names, transliterated names.
+HAN_SURNAME_GROUPS: frozenset[str] = frozenset((
+    "汉", "回", "满", "壮", "土家", "白", "侗", "瑶", "畲", "布依", "仫佬", "毛南", "仡佬",
+    "京", "羌", "东乡", "撒拉", "保安", "纳西", "水", "黎", "锡伯", "赫哲", "朝鲜",
 ))
 
 
