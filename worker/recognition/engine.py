@@ -62,11 +62,14 @@ POOR_REGISTRATION_MM = 4.0
 # edge support, aspect, fill, size) ...
 UNREADABLE_MIN_OUTLINE = 0.8
 # ... and one of these requested alerts is raised on it: the reason it cannot be read.
-UNREADABLE_REASONS = ("blur", "reproduce", "border_integrity")
+UNREADABLE_REASONS = ("blur", "reproduce", "border_integrity", "glare")
 # A card cut off by the frame has no card-shaped outline: for the border integrity
 # reason alone, the card's own print stands in for a clear outline: at least this much
-# side evidence (reader.side_evidence: two of its captions or titles) read on it.
+# side evidence (reader.side_evidence: two of its captions or titles) read on it. Glare
+# needs that evidence as well as the outline: a reflection washes out any white card
+# (a bank card, a badge), and only the card's own print says it is an ID card.
 UNREADABLE_CUT_EVIDENCE = 2.0
+UNREADABLE_NEED_EVIDENCE = ("glare",)
 # The back's emblem is red: its box is this much redder (Lab a*, 8-bit units) than the
 # card's median when the unreadable card shows its back.
 EMBLEM_REDNESS = 8.0
@@ -393,8 +396,8 @@ def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
                     ocr: OcrEngine) -> ReadSide | None:
     """A card that is clearly in the photo but cannot be read, as a side with no field
     read, when the request asks for an alert that says why (blur, reproduce, border
-    integrity): the caller learns the card is there and blurred (or recaptured, or cut
-    off) instead of a bare AIS.0104. None when there is no clear outline (for a cut-off
+    integrity, glare): the caller learns the card is there and blurred (or recaptured,
+    cut off, washed out by a reflection) instead of a bare AIS.0104. None when there is no clear outline (for a cut-off
     card: no two of the card's captions or titles read either), or no requested reason
     is raised (a photo without an ID card, say, stays AIS.0104)."""
     wanted = [a for a in options.alerts if a in UNREADABLE_REASONS]
@@ -411,9 +414,12 @@ def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
         if not wanted:
             return None
     r = read_card(ocr, bgr, cands[0].corners)
-    if cands[0].score < UNREADABLE_MIN_OUTLINE and \
-            max(side_evidence(r.lines)) < UNREADABLE_CUT_EVIDENCE:
-        return None
+    if max(side_evidence(r.lines)) < UNREADABLE_CUT_EVIDENCE:
+        if cands[0].score < UNREADABLE_MIN_OUTLINE:
+            return None
+        wanted = [a for a in wanted if a not in UNREADABLE_NEED_EVIDENCE]
+        if not wanted:
+            return None
     side = r.side
     corners = np.asarray(r.corners, np.float32)
     if side is None:
