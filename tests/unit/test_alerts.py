@@ -331,6 +331,33 @@ def test_blocking_does_not_judge_text_running_askew():
     assert REGISTRY["blocking_within_border"].measure(askew) == 0.0
 
 
+def test_border_integrity_sees_a_mild_cut_by_the_captions():
+    """A card cut off by 2.5 mm at a corner, read with an outline 5 % smaller than the
+    card (inside it, off the frame): its captions put the card's corner past the frame
+    by 1-2 mm, where the card's paper runs on to the frame. It is raised; the same
+    reading of a whole card cropped tightly (0.5-1 mm of background) is not."""
+
+    def inner_read(case):
+        truth = _context(case)
+        true = np.asarray(case.quads[0], np.float64)
+        centre = true.mean(axis=0)
+        inner = ((true - centre) * 0.95 + centre).astype(np.float32)
+        card, m = rectify_card(truth.photo, inner)
+        to_inner = m @ np.linalg.inv(truth.read.photo_to_card)
+        lines = [TextLine(cv2.perspectiveTransform(ln.quad.reshape(-1, 1, 2).astype(np.float32),
+                                                   to_inner).reshape(4, 2), ln.text, 0.99)
+                 for ln in truth.lines]
+        return AlertContext(truth.image, CardRead(corners=inner, photo_to_card=m, card=card,
+                                                  lines=lines, side=case.side))
+
+    cut = inner_read(make_alert_photo(8, "border_integrity", 0.0, "front"))
+    assert cut.layout_to_card[0, 0] > 1.03  # the captions say the card is larger
+    assert _raised("border_integrity", REGISTRY["border_integrity"].score(cut))
+    for seed in (8, 10):
+        tight = inner_read(make_alert_photo(seed, "tight", 0.0, "front"))
+        assert not _raised("border_integrity", REGISTRY["border_integrity"].score(tight))
+
+
 def test_layout_fit_follows_a_card_read_at_half_size():
     """Captions where a card read from an outline twice its size puts them (a copy's
     sheet): the fitted layout has scale 0.45, not the identity."""

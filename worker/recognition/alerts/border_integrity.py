@@ -55,9 +55,12 @@ WORK_PX_PER_MM = 6.0
 PAPER_DE = 8.0  # Lab distance under which two places show the same paper
 EXPOSED_WHITE, MAX_GAIN = 230.0, 4.0  # the paper's standard exposure (as blocking's)
 CARD_PAPER_DE = 30.0  # ... and the looser one to the paper in the middle of the card
-# The captions place the card to a millimetre or two: by them, the outline must lie
-# this far beyond the frame to count.
-LAYOUT_SLACK_MM = 2.0
+# The captions place the card to about a millimetre: by them, the outline must lie
+# this far beyond the frame to count. (The photo must confirm it as well: a whole card
+# a millimetre from the frame shows its edge and the background there. 2 mm missed the
+# mildest cuts, 2.5 mm at a rotated card's corner, where the outline passes the frame
+# by less than that.)
+LAYOUT_SLACK_MM = 1.0
 # Captions this far (mm) from where the outline puts them mean the outline is wrong.
 MISREAD_MM = 4.0
 # A card cut off is often read from its visible part, stretched to a card's shape: its
