@@ -25,7 +25,7 @@ from synthcard.alerts import (
     make_alert_photo,
 )
 from worker.recognition import alerts, imageio
-from worker.recognition.alerts import DEFAULT_THRESHOLDS, REGISTRY, AlertContext
+from worker.recognition.alerts import DEFAULT_THRESHOLDS, REGISTRY, AlertContext, blocking
 from worker.recognition.ocr import TextLine
 from worker.recognition.reader import CardRead
 from worker.recognition.rectify import rectify_card
@@ -356,6 +356,69 @@ def test_border_integrity_sees_a_mild_cut_by_the_captions():
     for seed in (8, 10):
         tight = inner_read(make_alert_photo(seed, "tight", 0.0, "front"))
         assert not _raised("border_integrity", REGISTRY["border_integrity"].score(tight))
+
+
+def test_blocking_leaves_out_a_caption_that_does_not_fit():
+    """The number read in part (its right end 40 % short, as a re-typed number of another
+    length or a partial reading gives): the uniform fit to all captions is pulled off
+    (the cells beside the portrait's head then lie on the face); the cells are placed
+    by the fit to the others."""
+    ctx = _context(make_alert_photo(20, "clean", 0.0, "front"))
+    lines = [TextLine(np.array([[6.5, y - 1.5], [20, y - 1.5], [20, y + 1.5], [6.5, y + 1.5]],
+                               np.float32) * 10, text, 0.99)
+             for text, y in (("姓名", 10.5), ("性别", 17.0), ("出生", 23.5), ("住址", 30.0))]
+    for ln in ctx.read.lines:
+        q = ln.quad.copy()
+        if sum(ch.isdigit() for ch in ln.text) >= 15:
+            q[1:3, 0] = q[0, 0] + (q[1:3, 0] - q[0, 0]) * 0.6
+        lines.append(TextLine(q.astype(np.float32), ln.text, ln.score))
+    short = AlertContext(ctx.image, CardRead(corners=ctx.read.corners,
+                                             photo_to_card=ctx.read.photo_to_card,
+                                             card=ctx.card, lines=lines, side="front"))
+    assert abs(short.layout_to_card[0, 0] - 1) > 0.1
+    layout = blocking.cell_layout(short)
+    assert layout is not None and abs(layout[0, 0] - 1) < 0.03
+    assert np.abs(layout[:2, 2]).max() < 20  # within 2 mm
+
+
+@pytest.mark.parametrize("side", ["front", "back"])
+def test_blocking_ignores_light_washed_over_tinted_paper(side):
+    """Under a warm light the paper is yellow; a patch clipped white over it (glare) is
+    lighter than the paper and closer to white: not an object. A grey patch of the same
+    size (a coin, a phone) is."""
+    case = make_alert_photo(20, "clean", 0.0, side)
+    truth = _context(case)
+    to_photo = cv2.getPerspectiveTransform(
+        np.array([[0, 0], [85.6, 0], [85.6, 54], [0, 54]], np.float32),
+        np.asarray(case.quads[0], np.float32))
+    box = np.array([[30, 26], [44, 26], [44, 40], [30, 40]] if side == "front" else
+                   [[40, 26], [58, 26], [58, 38], [40, 38]], np.float32)
+    pts = np.round(cv2.perspectiveTransform(box.reshape(-1, 1, 2), to_photo)).astype(np.int32)
+
+    def score(colour):
+        photo = truth.photo.astype(np.float32)
+        photo[..., 0] *= 0.85  # a warm light
+        photo = photo.astype(np.uint8)
+        cv2.fillPoly(photo, [pts.reshape(-1, 2)], colour)
+        ok, buf = cv2.imencode(".png", photo)
+        image = imageio.load_image(buf.tobytes())
+        card, m = rectify_card(image.bgr, truth.corners)
+        ctx = AlertContext(image, CardRead(corners=truth.corners, photo_to_card=m, card=card,
+                                           lines=truth.lines, side=side))
+        return REGISTRY["blocking_within_border"].score(ctx)
+
+    assert not _raised("blocking_within_border", score((255, 255, 255)))
+    assert _raised("blocking_within_border", score((120, 120, 120)))
+
+
+def test_blocking_takes_a_dim_or_yellow_face_for_skin(run_engine):
+    """Two legitimate fronts whose faces scored 96-97: a dim face (brought to the
+    standard exposure it is orange-brown, chroma 54-59, above SKIN_MAX_CHROMA) and an
+    olive-yellow face on a pinkish paper (a* 13 below the paper's)."""
+    for seed, condition in ((100978, "lowlight"), (100899, "blur_slight")):
+        case = make_alert_photo(seed, condition, 0.0, "front")
+        res = run_engine(case.image_bytes, flags={"detect_blocking_within_border"})["result"]
+        assert res["detect_blocking_within_border_result"] is False, seed
 
 
 def test_layout_fit_follows_a_card_read_at_half_size():

@@ -6,9 +6,10 @@ cell the paper's lightness is the cell's mean upper envelope (a 1.6 mm maximum f
 removes the print, which is thinner than that) and its colour the median-filtered a*b*.
 The card's paper is modelled as a plane in lightness (light falls off across a card)
 and one colour; a cell is covered when it is darker than the plane by more than
-DARKER, or further than CHROMA from the paper's colour. Covered cells are opened with
-2 × 2 cells, so thin strips (a sliver of background along a slightly misplaced edge)
-drop out, and the largest connected region counts.
+DARKER, or further than CHROMA from the paper's colour (unless it is lighter than the
+paper and closer to white: light washed over a tinted paper, a glare, is no object).
+Covered cells are opened with 2 × 2 cells, so thin strips (a sliver of background along
+a slightly misplaced edge) drop out, and the largest connected region counts.
 
 Why: print is thin and the paper around it shows through the maximum filter, while a
 finger, a coin, a pen or a phone is an opaque surface several millimetres across, of a
@@ -20,19 +21,24 @@ print throughout: a cell of it with almost no red pixel, not washed out by light
 covered (the disc is first found by its red print, a few millimetres around the
 layout's place). The head, above the neck, shows hair (dark), skin (warm or pink) or
 the photo's light background: a cell mostly of none of these (a grey coin, a coloured
-pen) is covered (a gold coin is as yellow as some skin). Clothes may be any colour, so
+pen) is covered (a gold coin is as yellow as some skin; a dim face brought to the
+standard exposure is strongly orange, but more yellow than red, unlike a red pen;
+skin may be as olive as a pinkish paper is pink). Clothes may be any colour, so
 the shoulders stay unjudged, and a finger over the face is skin on skin: those are
 seen only where the object reaches out of them. An unjudged cell of the portrait or emblem
 between covered cells counts as covered (an object does not stop where the judging
 does). Cells are placed by the layout fitted to the recognised captions
 (:attr:`AlertContext.layout_to_card`, or a scale per axis when the card was read
 stretched along one axis: :func:`cell_layout`), so a card read from a rough outline is
-judged on its paper, not on the background around it. Not judged at all (score 0), because
-where its paper lies is not known well enough: a card of which no field could be read
-(:attr:`AlertContext.readable`), a card whose text runs askew in the card image
-(:attr:`AlertContext.text_tilt`: the outline is not the card's), a card cut off by the frame
-(:attr:`AlertContext.cut_off`: read from what is left of it), a card too blurred to
-read (the blur alert's decision point: which side is up is not reliable either), a
+judged on its paper, not on the background around it; a caption the fit does not place
+within FIT_MM (a number read in part, or re-typed at another length) is left out of it,
+as it would move every cell (those beside the portrait's head on to the face). Not
+judged at all (score 0), because where its paper lies is not known well enough: a card
+of which no field could be read (:attr:`AlertContext.readable`), a card whose text runs
+askew in the card image (:attr:`AlertContext.text_tilt`: the outline is not the card's),
+a card cut off by the frame (:attr:`AlertContext.cut_off`: read from what is left of
+it), a card whose captions agree on no layout even with one of them left out, a card too
+blurred to read (the blur alert's decision point: which side is up is not reliable either), a
 temporary card (laid out otherwise), and a black-and-white copy or a recapture (the copy
 and reproduce alerts' decision points: the paper seen is a sheet's or a screen's).
 """
@@ -42,7 +48,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from worker.recognition.alerts.base import AlertContext, logistic_score
+from worker.recognition.alerts.base import AlertContext, anchor_pairs, logistic_score
 from worker.recognition.alerts.blur import CENTRE_RATIO as BLUR_CENTRE_RATIO
 from worker.recognition.alerts.blur import BlurDetector
 from worker.recognition.alerts.border_integrity import stretched_layout
@@ -54,6 +60,7 @@ from worker.recognition.layout import (
     CARD_H_PX,
     CARD_W_PX,
     FRONT_PORTRAIT_MM,
+    PX_PER_MM,
     mm,
 )
 
@@ -89,8 +96,16 @@ HEAD_ZONE_BOTTOM = 0.74
 HAIR_L, HAIR_CHROMA = 0.42, 25.0  # lightness relative to the paper, chroma
 # Skin is warm or pink against the paper (a* or b* above it); a yellow skin is as yellow
 # as a gold coin, so gold is not told from skin.
-SKIN_WARM_A, SKIN_WARM_B, SKIN_MIN_A, SKIN_MAX_B = 8.0, 6.0, -12.0, 60.0
+# a* is measured from the paper's: an olive-yellow face on a pinkish paper lies 13-14
+# below it (calibration seed 100899), so SKIN_MIN_A is -16 (a green object is further).
+SKIN_WARM_A, SKIN_WARM_B, SKIN_MIN_A, SKIN_MAX_B = 8.0, 6.0, -16.0, 60.0
 SKIN_MAX_CHROMA, SKIN_MIN_L = 55.0, 0.3
+# A dim face brought to the standard exposure (its colour is amplified with the noise
+# and the light's cast: calibration seed 100978, chroma 54-59) is more saturated, but
+# orange-brown, more yellow than red; a red pen or marker over the face is redder
+# than yellow (a* 54, b* 25 above the paper). Up to SKIN_ORANGE_CHROMA a colour with
+# b* above a* counts as skin.
+SKIN_ORANGE_CHROMA = 70.0
 BACKGROUND_L, BACKGROUND_CHROMA = 0.75, 22.0
 ALIEN_SHARE = 0.5
 CLIPPED = 250  # min channel: a pixel clipped white shows nothing of what lies there
@@ -99,6 +114,8 @@ BRIDGE_NEIGHBOURS = 3
 # Text running at more than this angle (degrees) across the card image: the reader's
 # outline is not the card's, so neither is the layout the cells are placed by.
 MAX_TILT_DEG = 6.0
+# The captions' fit must place each of them within this (mm): see cell_layout.
+FIT_MM = 3.0
 # Score 50 at this share of the judged cells covered (1.5 % is about 8 cells, 55 mm²;
 # calibration seeds, with the portrait's head and the emblem judged: legitimate photos
 # up to 1.41 % (a mild glare), objects that are seen from 1.59 %).
@@ -196,14 +213,58 @@ def _judged_cells(layout: np.ndarray, side: str | None) -> np.ndarray:
     return (on_card & ~in_zone & ~corner).reshape(GRID_H, GRID_W)
 
 
-def cell_layout(ctx: AlertContext) -> np.ndarray:
+def _fit_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """Uniform scale and shift (layout px -> card px) fitted to anchor points, as
+    :func:`~.base.fit_layout` fits them; None when they do not span 10 mm or the
+    scale is out of its range."""
+    if len(src) < 2 or np.ptp(src, axis=0).max() < 10 * PX_PER_MM:
+        return None
+    sc, dc = src - src.mean(0), dst - dst.mean(0)
+    scale = float((sc * dc).sum() / max((sc * sc).sum(), 1e-6))
+    if not 0.3 <= scale <= 1.5:
+        return None
+    shift = (dst - scale * src).mean(axis=0)
+    return np.array([[scale, 0, shift[0]], [0, scale, shift[1]], [0, 0, 1]])
+
+
+def _residual(layout: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
+    return float(np.abs(src @ layout[:2, :2].T + layout[:2, 2] - dst).max())
+
+
+def cell_layout(ctx: AlertContext) -> np.ndarray | None:
     """The layout map the cells are placed by: the captions' uniform fit
     (:attr:`AlertContext.layout_to_card`), or their fit with a scale per axis when the
     card was read stretched along one axis (:func:`~.border_integrity.stretched_layout`:
     an outline around more than the card, or along part of it), where one scale would
-    leave the cells along two of its edges on the background."""
+    leave the cells along two of its edges on the background.
+
+    The fit must place every caption within FIT_MM: a caption read wrongly (the number
+    read in part, or a re-typed number of another length, gives its right end
+    anywhere) pulls the whole fit, and the cells beside the portrait's head then lie
+    on the face. Such a caption is left out (the fit to the others, when they agree);
+    when no caption can be left out to make them agree, None: where the paper lies is
+    not known."""
     axes = stretched_layout(ctx)
-    return ctx.layout_to_card if axes is None else axes
+    if axes is not None:
+        return axes
+    layout = ctx.layout_to_card
+    src, dst = anchor_pairs(ctx.lines, ctx.side)
+    if len(src) < 2 or np.allclose(layout, np.eye(3)):
+        return layout
+    s_pts, d_pts = np.array(src, np.float64), np.array(dst, np.float64)
+    limit = FIT_MM * PX_PER_MM
+    if _residual(layout, s_pts, d_pts) <= limit:
+        return layout
+    best, best_res = None, np.inf
+    if len(s_pts) > 3:  # at least three left to agree
+        for k in range(len(s_pts)):
+            keep = np.arange(len(s_pts)) != k
+            fit = _fit_points(s_pts[keep], d_pts[keep])
+            if fit is not None:
+                res = _residual(fit, s_pts[keep], d_pts[keep])
+                if res < best_res:
+                    best, best_res = fit, res
+    return best if best_res <= limit else None
 
 
 class BlockingDetector:
@@ -222,7 +283,10 @@ class BlockingDetector:
             for k in (1, 2)], axis=-1)
         frame = cv2.resize(ctx.in_frame.astype(np.float32), size,
                            interpolation=cv2.INTER_AREA) > 0.95
-        valid = frame & _judged_cells(cell_layout(ctx), ctx.side)
+        layout = cell_layout(ctx)
+        if layout is None:
+            return np.zeros_like(frame), np.zeros_like(frame)
+        valid = frame & _judged_cells(layout, ctx.side)
         covered = np.zeros_like(valid)
         if valid.sum() < 20:
             return covered, valid
@@ -240,7 +304,10 @@ class BlockingDetector:
         a0 = float(np.median(ab[..., 0][valid]))
         b0 = float(np.median(ab[..., 1][valid]))
         chroma = np.hypot(ab[..., 0] - a0, ab[..., 1] - b0)
-        covered = ((darker > DARKER) | (chroma > CHROMA)) & valid
+        # Light washed over a tinted paper (glare, over-exposure) leaves it lighter than
+        # the paper and closer to white; an object of another colour is not both.
+        washed = (darker <= 0) & (np.hypot(ab[..., 0], ab[..., 1]) < np.hypot(a0, b0))
+        covered = ((darker > DARKER) | ((chroma > CHROMA) & ~washed)) & valid
         zone, zone_covered = self.zone_covered(ctx, valid)
         zone &= frame & ~valid
         if zone.any():
@@ -285,7 +352,8 @@ class BlockingDetector:
         chroma = np.hypot(da, db)
         hair = (lr < HAIR_L) & (chroma < HAIR_CHROMA)
         skin = ((da > SKIN_WARM_A) | (db > SKIN_WARM_B)) & (da > SKIN_MIN_A) & (
-            db < SKIN_MAX_B) & (chroma < SKIN_MAX_CHROMA) & (lr > SKIN_MIN_L)
+            db < SKIN_MAX_B) & (lr > SKIN_MIN_L) & (
+            (chroma < SKIN_MAX_CHROMA) | ((db > da) & (chroma < SKIN_ORANGE_CHROMA)))
         background = ((lr > BACKGROUND_L) & (chroma < BACKGROUND_CHROMA)) | clipped
         alien = (~(hair | skin | background)).astype(np.float32)
         zone = _zone_cells(layout, "front")
@@ -305,6 +373,9 @@ class BlockingDetector:
             # A copy or a recapture: what lies around the card is a sheet or a screen,
             # and its "paper" is the copier's or the screen's, not the card's.
             return 0.0
+        layout = cell_layout(ctx)
+        if layout is None:
+            return 0.0  # the captions do not agree where the card's print lies
         covered, valid = self.covered_cells(ctx)
         if not covered.any():
             return 0.0
@@ -312,7 +383,7 @@ class BlockingDetector:
         # ones is covered too: an object does not stop where the judging does.
         around = cv2.filter2D(covered.astype(np.float32), -1, np.ones((3, 3), np.float32),
                               borderType=cv2.BORDER_CONSTANT)
-        bridgeable = ~valid & _zone_cells(cell_layout(ctx), ctx.side, grown=True)
+        bridgeable = ~valid & _zone_cells(layout, ctx.side, grown=True)
         covered = covered | (bridgeable & (around >= BRIDGE_NEIGHBOURS))
         opened = cv2.morphologyEx(covered.astype(np.uint8), cv2.MORPH_OPEN,
                                   np.ones((2, 2), np.uint8), borderType=cv2.BORDER_CONSTANT,
