@@ -643,15 +643,25 @@ def test_a_recapture_too_moire_to_read_is_answered_with_reproduce(run_engine):
     assert res["detect_blocking_within_border_result"] is False
 
 
-def test_a_cut_off_card_too_poor_to_read_is_answered_with_border_integrity(run_engine):
-    """A back cut off by 20 mm whose fields cannot be read (its outline is not card-shaped,
-    so the locator's score is low): with detect_border_integrity the engine answers it,
-    fields "", the alert raised, since two of the card's titles are read on it; without
-    that flag it stays AIS.0104."""
-    case = make_alert_photo(3000047, "border_integrity", 1.0, "back")
-    res = run_engine(case.image_bytes, flags={"detect_border_integrity", "detect_blur"})["result"]
+@pytest.mark.parametrize(("seed", "condition", "strength", "alert"), [
+    # A back cut off by 20 mm: its outline is not card-shaped (the locator's score is
+    # low), but two of its titles are read on it.
+    (3000047, "border_integrity", 1.0, "border_integrity"),
+    # Cut off by 20 mm at the bottom, no outline found at all (or one through the
+    # titles): the outline where its print is (engine._text_outlines) reads its titles.
+    (8500165, "border_integrity", 1.0, "border_integrity"),
+    # A back whose issuer and validity a strong reflection washes out; its titles read.
+    (9000031, "glare", 1.0, "glare"),
+])
+def test_a_back_too_poor_to_read_is_answered_with_the_alert_that_says_why(
+        run_engine, seed, condition, strength, alert):
+    """With the alert that explains it requested, the engine answers the back with its
+    fields "" and the alert raised, since two of the card's titles are read on it; with
+    only an alert that does not explain it, it stays AIS.0104."""
+    case = make_alert_photo(seed, condition, strength, "back")
+    res = run_engine(case.image_bytes, flags={f"detect_{alert}", "detect_blur"})["result"]
     assert (res["issue"], res["valid_from"], res["valid_to"]) == ("", "", "")
-    assert res["detect_border_integrity_result"] is True
+    assert res[f"detect_{alert}_result"] is True
     assert res["detect_blur_result"] is False
     with pytest.raises(ServiceError) as info:
         run_engine(case.image_bytes, flags={"detect_blur"})

@@ -2,16 +2,15 @@
 washed out that none of its fields can be read.
 
 The first tests paint on a generated card's rectified image with its known geometry (no
-OCR); the last ones run the engine on generated photos (tuning seeds, not report seeds).
+OCR); the last ones run the engine on generated photos (tuning seeds, not report seeds). A
+back washed out past reading: test_alerts.py, with the other unreadable cards.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
-from idcard.errors import ErrorCode, ServiceError
 from synthcard.alerts import make_alert_photo
 from worker.recognition import imageio
 from worker.recognition.alerts import DEFAULT_THRESHOLDS, REGISTRY, AlertContext
@@ -104,17 +103,3 @@ def test_an_over_exposed_legitimate_front_does_not_raise_glare(run_engine):
     case = make_alert_photo(9200203, "phone_exif", 1.0, "front")
     res = run_engine(case.image_bytes, flags={"detect_glare"})["result"]
     assert res["detect_glare_result"] is False
-
-
-def test_a_back_washed_out_past_reading_is_answered_with_glare(run_engine):
-    """A back whose issuer and validity a strong reflection washes out: no field read,
-    but its titles say it is an ID card. With detect_glare the engine answers it with
-    every field "" and the alert raised, instead of AIS.0104; without it, AIS.0104."""
-    case = make_alert_photo(9000031, "glare", 1.0, "back")
-    res = run_engine(case.image_bytes, flags={"detect_glare", "detect_blur"})["result"]
-    assert (res["issue"], res["valid_from"], res["valid_to"]) == ("", "", "")
-    assert res["detect_glare_result"] is True
-    assert res["detect_blur_result"] is False
-    with pytest.raises(ServiceError) as info:
-        run_engine(case.image_bytes, flags={"detect_blur"})
-    assert info.value.code is ErrorCode.NO_CARD

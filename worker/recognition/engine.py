@@ -397,25 +397,41 @@ def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
     """A card that is clearly in the photo but cannot be read, as a side with no field
     read, when the request asks for an alert that says why (blur, reproduce, border
     integrity, glare): the caller learns the card is there and blurred (or recaptured,
-    cut off, washed out by a reflection) instead of a bare AIS.0104. None when there is no clear outline (for a cut-off
-    card: no two of the card's captions or titles read either), or no requested reason
-    is raised (a photo without an ID card, say, stays AIS.0104)."""
+    cut off, washed out by a reflection) instead of a bare AIS.0104. None when there is
+    no clear outline (for a cut-off card: no two of the card's captions or titles read
+    either), or no requested reason is raised (a photo without an ID card, say, stays
+    AIS.0104)."""
     wanted = [a for a in options.alerts if a in UNREADABLE_REASONS]
     if not wanted:
         return None
     bgr = image.bgr
     cands = locate_cards(bgr, max_cards=1)
-    if not cands:
-        return None
-    if cands[0].score < UNREADABLE_MIN_OUTLINE:
+    outlines = [(c.corners, c.score) for c in cands]
+    if "border_integrity" in wanted and (not cands or cands[0].score < UNREADABLE_MIN_OUTLINE):
+        # A card cut off by the frame has no card-shaped edge to find; where its print
+        # is outlines it (find_and_read tried these too, but read no field on them).
+        outlines += [(quad, 0.0) for quad in _text_outlines(bgr, ocr)]
+    for corners, outline_score in outlines:
+        side = _unreadable_side(image, options, ocr, wanted, corners, outline_score)
+        if side is not None:
+            return side
+    return None
+
+
+def _unreadable_side(image: imageio.LoadedImage, options: RecognitionOptions,
+                     ocr: OcrEngine, wanted: list[str], corners: np.ndarray,
+                     outline_score: float) -> ReadSide | None:
+    """:func:`unreadable_card` on one outline."""
+    bgr = image.bgr
+    if outline_score < UNREADABLE_MIN_OUTLINE:
         # No clear outline: only a card cut off by the frame (whose outline cannot be
         # card-shaped) may still be answered, if its own print says it is an ID card.
         wanted = [a for a in wanted if a == "border_integrity"]
         if not wanted:
             return None
-    r = read_card(ocr, bgr, cands[0].corners)
+    r = read_card(ocr, bgr, corners)
     if max(side_evidence(r.lines)) < UNREADABLE_CUT_EVIDENCE:
-        if cands[0].score < UNREADABLE_MIN_OUTLINE:
+        if outline_score < UNREADABLE_MIN_OUTLINE:
             return None
         wanted = [a for a in wanted if a not in UNREADABLE_NEED_EVIDENCE]
         if not wanted:

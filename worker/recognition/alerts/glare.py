@@ -11,24 +11,24 @@ be clipped white throughout (its 10th percentile at CLIPPED: the spot's core). G
 adds light: over a specular spot dark ink becomes as light as paper and the paper clips
 to white, so print that must be there vanishes.
 
-Why this and not "bright pixels": a well-exposed card is mostly near-white paper and
-may clip to 255 without hiding anything, and a blurred or low-contrast card has grey
-ink but still has ink, which darkens its cell. Only a cell that must hold print and
-shows none but light is evidence of glare over the text, which is what makes a card
-unreadable. A patch of paper colour pasted over a field (tampering) empties cells too,
-but adds no light. Not judged (score 0), because the layout does not say where print
-must be: a black-and-white copy (the cells were measured on the colour print, whose
-light inks a copier drops; the copy alert's decision point), a card cut off by the frame (:attr:`AlertContext.cut_off`:
-read from what is left of it), a temporary card (laid out otherwise), a blurred card
-(faint everywhere), and a card whose always-printed cells mostly hold neither ink nor
-washed-out light (the reader's outline is not where the card is), nor a card with an
-object over it or cut off (the blocking and border integrity alerts' decision points:
-the reader's outline follows the object's or the frame's edge) when fewer than
-OFF_LAYOUT_CELLS cells are washed out (more, with a clipped core, is light whatever
-else is over the card). Cells past the end of
-a value line read whole but set short of the card's typesetting
-(:func:`.tampering.short_field_zones`) do not count: that paper is empty because the
-line is short (a field typed again on a patch), not because light washed print out.
+Why this and not "bright pixels": a well-exposed card is mostly near-white paper and may
+clip to 255 without hiding anything, and a blurred or low-contrast card has grey ink but
+still has ink, which darkens its cell. Only a cell that must hold print and shows none
+but light is evidence of glare over the text, which is what makes a card unreadable. A
+patch of paper colour pasted over a field (tampering) empties cells too, but adds no
+light. Not judged (score 0), because the layout does not say where print must be: a
+black-and-white copy (the cells were measured on the colour print, whose light inks a
+copier drops; the copy alert's decision point), a card cut off by the frame
+(:attr:`AlertContext.cut_off`: read from what is left of it), a temporary card (laid out
+otherwise), a blurred card (faint everywhere), and a card whose always-printed cells
+mostly hold neither ink nor washed-out light (the reader's outline is not where the card
+is), nor a card with an object over it or cut off (the blocking and border integrity
+alerts' decision points: the reader's outline follows the object's or the frame's edge)
+when fewer than OFF_LAYOUT_CELLS cells are washed out (more, with a clipped core, is
+light whatever else is over the card). Cells past the end of a value line read whole but
+set short of the card's typesetting (:func:`.tampering.short_field_zones`) do not count:
+that paper is empty because the line is short (a field typed again on a patch), not
+because light washed print out.
 
 A second measure, in the same units, sees a reflection beside the always-printed cells
 (over a value, whose length varies, or over the pattern between rows): a specular spot
@@ -179,7 +179,8 @@ def spot_cells(ctx: AlertContext) -> float:
                         [FRONT_PORTRAIT_MM[2], FRONT_PORTRAIT_MM[3]]], np.float64) * mm(1.0)
         m = ctx.layout_to_card
         (x0, y0), (x1, y1) = (m[:2, :2] @ box.T).T + m[:2, 2]
-        clipped[max(0, int(y0)):max(0, int(np.ceil(y1))), max(0, int(x0)):max(0, int(np.ceil(x1)))] = 0
+        ys = slice(max(0, int(y0)), max(0, int(np.ceil(y1))))
+        clipped[ys, max(0, int(x0)):max(0, int(np.ceil(x1)))] = 0
     r = int(round(mm(SPOT_ERODE_MM)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     core = cv2.erode(clipped, kernel)
