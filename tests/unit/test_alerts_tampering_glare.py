@@ -279,3 +279,36 @@ def test_glare_beside_an_object_over_the_card():
     many = scores(50.0)
     assert many["blocking_within_border"] >= DEFAULT_THRESHOLDS["blocking_within_border"]
     assert many["glare"] >= DEFAULT_THRESHOLDS["glare"]
+
+
+def _overexposed(ctx: AlertContext, gain: float) -> AlertContext:
+    """The same card brighter by ``gain``, clipped white where it goes past 255."""
+    card = np.clip(ctx.card.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    r = ctx.read
+    return AlertContext(ctx.image, CardRead(corners=r.corners, photo_to_card=r.photo_to_card,
+                                            card=card, lines=r.lines, side=r.side))
+
+
+def test_tampering_judges_a_patch_on_an_over_exposed_card():
+    """On a card over-exposed all over (its plain paper clipped white in places
+    everywhere), a patch of the paper's brightest colour is clipped throughout while the
+    paper around it keeps its print's fine lines: judged, not taken for glare. A clipped
+    patch on a card that is not over-exposed is left alone (a glare spot's look)."""
+    case = make_alert_photo(7000300, "clean", 0.0, "front")
+    plain, patched = _flat_patch_over_name(case)
+    gain = 262.0 / float(np.percentile(plain.card_gray, 60))
+    bright, bright_patched = _overexposed(plain, gain), _overexposed(patched, gain)
+    assert bright_patched.card_gray.mean() > plain.card_gray.mean()
+    assert REGISTRY["tampering"].score(bright) < DEFAULT_THRESHOLDS["tampering"]
+    assert REGISTRY["tampering"].score(bright_patched) >= DEFAULT_THRESHOLDS["tampering"]
+    # Only the patch clipped (white as a glare spot's core): not judged.
+    spot = patched.card.copy()
+    x0, y0 = (int(v) for v in patched.lines[0].quad.min(axis=0))
+    x1, y1 = (int(v) for v in patched.lines[0].quad.max(axis=0))
+    region = spot[y0 - 6:y1 + 6, x0 - 6:x1 + 6]
+    region[region > 100] = 255
+    r = patched.read
+    spotted = AlertContext(patched.image, CardRead(corners=r.corners,
+                                                   photo_to_card=r.photo_to_card, card=spot,
+                                                   lines=r.lines, side=r.side))
+    assert REGISTRY["tampering"].score(spotted) < DEFAULT_THRESHOLDS["tampering"]

@@ -15,7 +15,11 @@ What it measures, three pieces of evidence, the strongest counts:
   plain stretches of a card (no guilloche there) do not give ratios of two nothings.
   Lines whose paper is clipped white, or brighter than the ring's paper, are not
   judged: glare washes texture out too, but it adds light, while a patch has the
-  colour of the paper between the print's lines. Not judged on a card cut off by the
+  colour of the paper between the print's lines. On a card over-exposed all over
+  (OVEREXPOSED of its plain paper clipped) that colour is clipped white too, while the
+  paper around keeps the print's fine lines where they are darker: there a line
+  clipped no less than its ring is judged, unless the glare alert is raised (glare
+  clips a spot; over-exposure clips the whole card alike). Not judged on a card cut off by the
   frame (read from what is left of it and stretched to a card's shape, its texture
   with it).
 
@@ -72,6 +76,8 @@ MIN_PIXELS = 300
 TEXTURE_FLOOR = 0.4
 CLIPPED = 250  # grey level: over-exposed, the texture is gone whatever was there
 MAX_CLIPPED = 0.2  # share of a line's paper that may be clipped for it to be judged
+# ... unless the card is over-exposed: this share of its plain paper clipped white.
+OVEREXPOSED = 0.25
 BRIGHTER = 4.0  # grey levels over the ring's paper (its 90th percentile): glare, not paste
 # Score 50 at this log ratio of texture inside a line's box to around it; genuine
 # cards measure 0 to -0.2, a flat patch -0.3 and below.
@@ -280,6 +286,12 @@ class TamperingDetector:
 
     # --- the pasted patch --------------------------------------------------------------
 
+    @staticmethod
+    def _glare_raised(ctx: AlertContext) -> bool:
+        from worker.recognition.alerts.glare import GlareDetector
+
+        return GlareDetector().score(ctx) >= 50
+
     def _texture(self, ctx: AlertContext) -> float:
         g = ctx.card_gray.astype(np.float32)
         h, w = g.shape
@@ -295,6 +307,9 @@ class TamperingDetector:
         # of paper must not look pasted just because its neighbourhood is busier.
         plain = residual[background & ~near_lines]
         e_card = float(np.median(plain)) + TEXTURE_FLOOR if plain.size else float("inf")
+        plain_level = g[background & ~near_lines]
+        card_clipped = float((plain_level >= CLIPPED).mean()) if plain_level.size else 0.0
+        glare_raised: bool | None = None
         lowest = 0.0
         for ln in ctx.lines:
             if ln.height < MIN_LINE_HEIGHT or ln.x1 - ln.x0 < 1.5 * ln.height:
@@ -319,8 +334,18 @@ class TamperingDetector:
             # white; a patch has the colour of the paper between the print's fine lines
             # (the ring's brightest), which is lighter than the ring on average.
             paper_in = g[y0:y1, x0:x1][inner]
-            if float((paper_in >= CLIPPED).mean()) > MAX_CLIPPED:
-                continue
+            clipped_in = float((paper_in >= CLIPPED).mean())
+            if clipped_in > MAX_CLIPPED:
+                # Glare clips a spot of the card; an over-exposed card is clipped all
+                # over. There a line clipped no less than its ring (a patch of the
+                # paper's brightest colour) is judged, unless glare is raised.
+                clipped_ring = float((g[oy0:oy1, ox0:ox1][ring] >= CLIPPED).mean())
+                if card_clipped < OVEREXPOSED or clipped_in < clipped_ring:
+                    continue
+                if glare_raised is None:
+                    glare_raised = self._glare_raised(ctx)
+                if glare_raised:
+                    continue
             level_in = float(np.median(paper_in))
             paper_ring = float(np.percentile(g[oy0:oy1, ox0:ox1][ring], 90))
             if level_in > paper_ring + BRIGHTER:
