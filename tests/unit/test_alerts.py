@@ -650,6 +650,9 @@ def test_a_recapture_too_moire_to_read_is_answered_with_reproduce(run_engine):
     # Cut off by 20 mm at the bottom, no outline found at all (or one through the
     # titles): the outline where its print is (engine._text_outlines) reads its titles.
     (8500165, "border_integrity", 1.0, "border_integrity"),
+    # Cut off by 14 mm at the bottom: only the emblem and the two titles are left, no
+    # outline from text covers them; the titles place the card (engine._title_outline).
+    (8500172, "border_integrity", 2 / 3, "border_integrity"),
     # A back whose issuer and validity a strong reflection washes out; its titles read.
     (9000031, "glare", 1.0, "glare"),
 ])

@@ -31,6 +31,7 @@ from worker.recognition.imageio import stretch_contrast
 from worker.recognition.layout import (
     ASPECT,
     BACK_EMBLEM_MM,
+    BACK_TITLE_CENTRES_MM,
     CARD_H_MM,
     CARD_H_PX,
     CARD_W_MM,
@@ -233,6 +234,38 @@ def _text_outlines(bgr: np.ndarray, ocr: OcrEngine) -> list[np.ndarray]:
     return outlines
 
 
+def _title_outline(bgr: np.ndarray, ocr: OcrEngine) -> np.ndarray | None:
+    """The card's outline placed by the back's two titles alone, for a back whose fields
+    the frame cuts off (a cut of 14-20 mm at the bottom leaves only the titles and the
+    emblem): their baselines give the card's turn, their centres (10 mm apart, one
+    above the other) its scale and place. None unless both titles are read."""
+    lines = [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
+    if len(lines) < 2:
+        return None
+    r = read_card(ocr, bgr, _block_outline(lines))
+    found = {ln.text: ln for ln in r.lines if ln.text in BACK_TITLE_CENTRES_MM}
+    if len(found) < len(BACK_TITLE_CENTRES_MM):
+        return None
+    (t1, (x1, y1)), (t2, (x2, y2)) = BACK_TITLE_CENTRES_MM.items()
+    ends = np.array([[ln.x0, ln.cy, ln.cx, ln.cy, ln.x1, ln.cy] for ln in (found[t1], found[t2])],
+                    np.float32)
+    (l1, c1, r1), (l2, c2, r2) = to_photo(ends, r.photo_to_card).reshape(2, 3, 2).astype(np.float64)
+    # The card's +x: along both titles' baselines (longer, so better than the centres'
+    # offset); its +y at right angles to it.
+    along = (r1 - l1) + (r2 - l2)
+    right = along / max(float(np.linalg.norm(along)), 1e-6)
+    down = np.array([-right[1], right[0]])
+    scale = float(np.dot(c2 - c1, down)) / (y2 - y1)  # photo px per mm
+    if scale <= 0:
+        return None
+    centre_mm = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    centre = (c1 + c2) / 2
+    corners = [(0.0, 0.0), (CARD_W_MM, 0.0), (CARD_W_MM, CARD_H_MM), (0.0, CARD_H_MM)]
+    quad = [centre + scale * ((x - centre_mm[0]) * right + (y - centre_mm[1]) * down)
+            for x, y in corners]
+    return np.array(quad, np.float32)
+
+
 def find_and_read(bgr: np.ndarray, want_two: bool, ocr: OcrEngine) -> list[ReadSide]:
     """Read the card(s) in the photo; two different sides when ``want_two``."""
     candidates = [c.corners for c in locate_cards(bgr, max_cards=2 if want_two else 1)]
@@ -411,6 +444,9 @@ def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
         # A card cut off by the frame has no card-shaped edge to find; where its print
         # is outlines it (find_and_read tried these too, but read no field on them).
         outlines += [(quad, 0.0) for quad in _text_outlines(bgr, ocr)]
+        titles = _title_outline(bgr, ocr)
+        if titles is not None:
+            outlines.append((titles, 0.0))
     for corners, outline_score in outlines:
         side = _unreadable_side(image, options, ocr, wanted, corners, outline_score)
         if side is not None:

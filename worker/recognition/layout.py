@@ -40,6 +40,8 @@ BACK_EMBLEM_MM = (5.0, 4.0, 21.0, 20.0)
 FRONT_LABELS = ("姓名", "性别", "民族", "出生", "住址", "公民身份号码")
 BACK_LABELS = ("签发机关", "有效期限")
 BACK_TITLES = ("中华人民共和国", "居民身份证")
+# Where the back's titles are centred (mm): one above the other, 10 mm apart.
+BACK_TITLE_CENTRES_MM = {"中华人民共和国": (53.0, 11.0), "居民身份证": (53.0, 21.0)}
 # Pieces of the titles a partial read still shows; no issuing authority contains them.
 BACK_TITLE_FRAGMENTS = ("共和国", "中华人民", "身份证", "居民身")
 # The titles' print is larger than the fields' (about 5 and 9 mm against 3.5 mm).

@@ -21,7 +21,13 @@ import cv2
 import numpy as np
 
 from worker.recognition.imageio import LoadedImage
-from worker.recognition.layout import CARD_H_PX, CARD_W_MM, CARD_W_PX, PX_PER_MM
+from worker.recognition.layout import (
+    BACK_TITLE_CENTRES_MM,
+    CARD_H_PX,
+    CARD_W_MM,
+    CARD_W_PX,
+    PX_PER_MM,
+)
 from worker.recognition.ocr import TextLine
 from worker.recognition.reader import CardRead
 
@@ -107,7 +113,7 @@ _ANCHORS = {
               ("住址", 6.5, 30.0, 15.0), ("公民身份号码", 6.5, 46.5, 27.2)),
     "back": (("签发机关", 17.0, 40.5, 30.0), ("有效期限", 17.0, 47.0, 30.0)),
 }
-_CENTRED = {"back": (("中华人民共和国", 53.0, 11.0), ("居民身份证", 53.0, 21.0))}
+_CENTRED = {"back": tuple((t, x, y) for t, (x, y) in BACK_TITLE_CENTRES_MM.items())}
 # The fitted scale must lie in this range: a card read from an outline around more than
 # the card (a photocopy's sheet, a whole photo) shows the card smaller, down to a third.
 _SCALE_RANGE = (0.3, 1.5)
