@@ -312,3 +312,19 @@ def test_tampering_judges_a_patch_on_an_over_exposed_card():
                                                    photo_to_card=r.photo_to_card, card=spot,
                                                    lines=r.lines, side=r.side))
     assert REGISTRY["tampering"].score(spotted) < DEFAULT_THRESHOLDS["tampering"]
+
+
+def test_tampering_does_not_judge_the_paper_of_a_caption_read_alone():
+    """A caption is the card's own print, never the holder's data: a line read as a
+    caption alone is not judged for a patch (a plain stretch of paper around a caption
+    is no forger's work), the same line read as a value is."""
+    case = make_alert_photo(7000300, "clean", 0.0, "front")
+    _plain, patched = _flat_patch_over_name(case)
+    assert REGISTRY["tampering"].score(patched) >= DEFAULT_THRESHOLDS["tampering"]
+    lines = list(patched.lines)
+    lines[0] = TextLine(lines[0].quad, "姓名", 0.99)
+    r = patched.read
+    caption = AlertContext(patched.image, CardRead(corners=r.corners,
+                                                   photo_to_card=r.photo_to_card,
+                                                   card=r.card, lines=lines, side=r.side))
+    assert REGISTRY["tampering"].score(caption) < DEFAULT_THRESHOLDS["tampering"]

@@ -9,8 +9,9 @@ What it measures, three pieces of evidence, the strongest counts:
   (guilloche lines, sensor noise: the residual of a 1.2 px Gaussian, on pixels away
   from ink) inside a box hugging the line, against a ring 1.5-3.5 mm further out (or
   the card's median, if that is plainer); only lines where the holder's data is
-  printed count. A field covered with a flat patch of paper colour and typed again has
-  lost that texture right around it: the log ratio inside/ring drops well below zero.
+  printed count (not a caption read alone: the card's own print). A field covered
+  with a flat patch of paper colour and typed again has lost that texture right
+  around it: the log ratio inside/ring drops well below zero.
   Every texture figure carries TEXTURE_FLOOR, what JPEG leaves on flat paper, so that
   plain stretches of a card (no guilloche there) do not give ratios of two nothings.
   Lines whose paper is clipped white, or brighter than the ring's paper, are not
@@ -215,8 +216,8 @@ def short_field_zones(lines: list[TextLine], side: str | None,
 def _in_value_zone(ln: TextLine, side: str | None) -> bool:
     """Whether a line lies where the holder's data is printed (what a forger changes),
     not on the titles, the emblem or the portrait, whose own texture differs."""
-    if len(ln.text) < 2:
-        return False
+    if len(ln.text) < 2 or ln.text in _LABELS:
+        return False  # a caption alone is the card's own print, never the holder's data
     if side == "front":
         return ln.cy >= mm(42) or (ln.x0 >= mm(14) and ln.x1 <= mm(56))
     return ln.cy >= mm(35)
