@@ -214,7 +214,13 @@ def _block_outline(lines: list[TextLine]) -> np.ndarray:
     return order_corners(corners)
 
 
-def _text_outlines(bgr: np.ndarray, ocr: OcrEngine) -> list[np.ndarray]:
+def _detected_lines(bgr: np.ndarray, ocr: OcrEngine) -> list[TextLine]:
+    """Where the photo's text is (detection only, at most 960 px a side)."""
+    return [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
+
+
+def _text_outlines(bgr: np.ndarray, ocr: OcrEngine,
+                   lines: list[TextLine] | None = None) -> list[np.ndarray]:
     """Rough card outlines from where text is, for photos whose card edge is not found.
 
     The card's text block covers about 80 % of its width and 75 % of its height; an
@@ -222,8 +228,10 @@ def _text_outlines(bgr: np.ndarray, ocr: OcrEngine) -> list[np.ndarray]:
     are given: the largest block of print (text on other things in a cluttered photo
     stretches an outline around all of it) and all the text together (a card whose rows
     a wide gap splits into blocks); the caller keeps the read with more fields.
+    ``lines``: the photo's :func:`_detected_lines`, when the caller has them already.
     """
-    lines = [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
+    if lines is None:
+        lines = _detected_lines(bgr, ocr)
     if len(lines) < 3:
         return []
     blocks = _text_blocks(lines)
@@ -234,12 +242,12 @@ def _text_outlines(bgr: np.ndarray, ocr: OcrEngine) -> list[np.ndarray]:
     return outlines
 
 
-def _title_outline(bgr: np.ndarray, ocr: OcrEngine) -> np.ndarray | None:
+def _title_outline(bgr: np.ndarray, ocr: OcrEngine, lines: list[TextLine]) -> np.ndarray | None:
     """The card's outline placed by the back's two titles alone, for a back whose fields
     the frame cuts off (a cut of 14-20 mm at the bottom leaves only the titles and the
     emblem): their baselines give the card's turn, their centres (10 mm apart, one
-    above the other) its scale and place. None unless both titles are read."""
-    lines = [ln for ln in ocr.detect(bgr, max_side=960) if ln.height > 4]
+    above the other) its scale and place. None unless both titles are read. ``lines``:
+    the photo's :func:`_detected_lines`."""
     if len(lines) < 2:
         return None
     r = read_card(ocr, bgr, _block_outline(lines))
@@ -443,8 +451,9 @@ def unreadable_card(image: imageio.LoadedImage, options: RecognitionOptions,
     if "border_integrity" in wanted and (not cands or cands[0].score < UNREADABLE_MIN_OUTLINE):
         # A card cut off by the frame has no card-shaped edge to find; where its print
         # is outlines it (find_and_read tried these too, but read no field on them).
-        outlines += [(quad, 0.0) for quad in _text_outlines(bgr, ocr)]
-        titles = _title_outline(bgr, ocr)
+        lines = _detected_lines(bgr, ocr)  # once, for both
+        outlines += [(quad, 0.0) for quad in _text_outlines(bgr, ocr, lines)]
+        titles = _title_outline(bgr, ocr, lines)
         if titles is not None:
             outlines.append((titles, 0.0))
     for corners, outline_score in outlines:
