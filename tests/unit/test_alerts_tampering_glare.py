@@ -328,3 +328,27 @@ def test_tampering_does_not_judge_the_paper_of_a_caption_read_alone():
                                                    photo_to_card=r.photo_to_card,
                                                    card=r.card, lines=lines, side=r.side))
     assert REGISTRY["tampering"].score(caption) < DEFAULT_THRESHOLDS["tampering"]
+
+
+def test_tampering_judges_the_typesetting_of_an_over_exposed_card_under_glare(monkeypatch):
+    """Glare raised keeps the typesetting from judging a card (a reflection can wash out
+    the end of a line), but not on a card over-exposed all over: there the glare alert
+    answers to the clipped paper everywhere, while the print, darker than the paper,
+    is read whole, and a field set short is as short as on any card."""
+    from worker.recognition.alerts import glare
+    from worker.recognition.alerts.tampering import OVEREXPOSED, card_clipped
+
+    case = make_alert_photo(5, "clean", 0.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    read = CardRead(corners=corners, photo_to_card=m, card=card,
+                    lines=_truth_lines(case, m, 0.65), side="front")
+    normal = AlertContext(image, read)
+    bright = _overexposed(normal, 262.0 / float(np.percentile(normal.card_gray, 60)))
+    assert card_clipped(bright) >= OVEREXPOSED > card_clipped(normal)
+    assert REGISTRY["tampering"].score(normal) >= DEFAULT_THRESHOLDS["tampering"]
+    assert REGISTRY["tampering"].score(bright) >= DEFAULT_THRESHOLDS["tampering"]
+    monkeypatch.setattr(glare.GlareDetector, "score", lambda self, ctx: 99)
+    assert REGISTRY["tampering"].score(normal) < DEFAULT_THRESHOLDS["tampering"]
+    assert REGISTRY["tampering"].score(bright) >= DEFAULT_THRESHOLDS["tampering"]

@@ -33,7 +33,9 @@ What it measures, three pieces of evidence, the strongest counts:
   of the card's other fields (a card read from a rough outline is stretched alike
   everywhere); not judged on a temporary card (or a portrait side that wraps its
   address after 12 characters as the temporary card does: :func:`.interim.
-  wraps_like_temporary`), a blurred one, under glare, nor on a
+  wraps_like_temporary`), a blurred one, under glare (unless the card is over-exposed
+  all over, OVEREXPOSED: glare answers to the paper clipped everywhere there, while the
+  print, darker than the paper, is read whole), nor on a
   card cut off, a copy, a recapture or a card with an object over it (the other
   alerts' decision points: the print there is not laid out for reading).
 
@@ -223,6 +225,30 @@ def _in_value_zone(ln: TextLine, side: str | None) -> bool:
     return ln.cy >= mm(35)
 
 
+def _paper_masks(ctx: AlertContext) -> tuple[np.ndarray, np.ndarray]:
+    """(the card's paper away from ink, inside the frame; the surroundings of its text
+    lines), card pixels."""
+    g = ctx.card_gray
+    h, w = g.shape
+    paper = cv2.dilate(g, np.ones((15, 15), np.uint8))
+    ink = cv2.dilate((g.astype(np.int16) < paper.astype(np.int16) - INK_MARGIN).astype(np.uint8),
+                     np.ones((5, 5), np.uint8))
+    lines = np.zeros((h, w), np.uint8)
+    for ln in ctx.lines:
+        cv2.fillPoly(lines, [np.round(ln.quad).astype(np.int32)], 1)
+    near_lines = cv2.dilate(lines, np.ones((11, 11), np.uint8)) > 0
+    background = (ink == 0) & ctx.in_frame
+    return background, near_lines
+
+
+def card_clipped(ctx: AlertContext) -> float:
+    """The share of the card's plain paper (away from ink and text lines) clipped white:
+    OVEREXPOSED and more is a card over-exposed all over."""
+    background, near_lines = _paper_masks(ctx)
+    level = ctx.card_gray[background & ~near_lines]
+    return float((level >= CLIPPED).mean()) if level.size else 0.0
+
+
 class TamperingDetector:
     name = "tampering"
 
@@ -256,8 +282,10 @@ class TamperingDetector:
             return 0  # a temporary card (or one that wraps its address as they do): laid out otherwise
         if BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
             return 0  # print faint and spread everywhere
-        if GlareDetector().score(ctx) >= 50:
-            return 0  # the end of a line washed out by glare is no shorter print
+        if GlareDetector().score(ctx) >= 50 and card_clipped(ctx) < OVEREXPOSED:
+            # The end of a line washed out by glare is no shorter print; on a card
+            # over-exposed all over, glare answers to the clipped paper, not the print.
+            return 0
         # Where the card's print cannot be read for its layout: a card cut off by the
         # frame (read from what is left of it), a copy or a recapture (a sheet's or a
         # screen's outline), an object over the end of a line.
@@ -297,19 +325,13 @@ class TamperingDetector:
         g = ctx.card_gray.astype(np.float32)
         h, w = g.shape
         residual = np.abs(g - cv2.GaussianBlur(g, (0, 0), RESIDUAL_SIGMA))
-        paper = cv2.dilate(g, np.ones((15, 15), np.uint8))
-        ink = cv2.dilate((g < paper - INK_MARGIN).astype(np.uint8), np.ones((5, 5), np.uint8))
-        lines = np.zeros((h, w), np.uint8)
-        for ln in ctx.lines:
-            cv2.fillPoly(lines, [np.round(ln.quad).astype(np.int32)], 1)
-        near_lines = cv2.dilate(lines, np.ones((11, 11), np.uint8)) > 0
-        background = (ink == 0) & ctx.in_frame
+        background, near_lines = _paper_masks(ctx)
         # The paper's texture over the whole card: a line in a naturally plain stretch
         # of paper must not look pasted just because its neighbourhood is busier.
         plain = residual[background & ~near_lines]
         e_card = float(np.median(plain)) + TEXTURE_FLOOR if plain.size else float("inf")
         plain_level = g[background & ~near_lines]
-        card_clipped = float((plain_level >= CLIPPED).mean()) if plain_level.size else 0.0
+        card_clipped_share = float((plain_level >= CLIPPED).mean()) if plain_level.size else 0.0
         glare_raised: bool | None = None
         lowest = 0.0
         for ln in ctx.lines:
@@ -341,7 +363,7 @@ class TamperingDetector:
                 # over. There a line clipped no less than its ring (a patch of the
                 # paper's brightest colour) is judged, unless glare is raised.
                 clipped_ring = float((g[oy0:oy1, ox0:ox1][ring] >= CLIPPED).mean())
-                if card_clipped < OVEREXPOSED or clipped_in < clipped_ring:
+                if card_clipped_share < OVEREXPOSED or clipped_in < clipped_ring:
                     continue
                 if glare_raised is None:
                     glare_raised = self._glare_raised(ctx)
