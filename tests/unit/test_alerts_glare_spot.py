@@ -103,3 +103,15 @@ def test_an_over_exposed_legitimate_front_does_not_raise_glare(run_engine):
     case = make_alert_photo(9200203, "phone_exif", 1.0, "front")
     res = run_engine(case.image_bytes, flags={"detect_glare"})["result"]
     assert res["detect_glare_result"] is False
+
+
+def test_a_bright_stretch_of_plain_paper_with_no_falloff_is_no_spot(run_engine):
+    """Tuning photo: a legitimate back lit brighter on its upper left, where the card
+    has no print between the emblem and the titles. That plain paper clips white in one
+    large piece, but the light does not fall off around it: the paper just outside it
+    is no brighter than the paper 8-16 mm away (a reflection's light does fall off). It
+    scored 99 on the spot's area alone."""
+    case = make_alert_photo(9130367, "texture", 1.0, "back")
+    res = run_engine(case.image_bytes, flags={"detect_glare"})["result"]
+    assert res["detect_glare_result"] is False
+    assert res["score_info"]["glare_score"] < GLARE

@@ -34,7 +34,11 @@ A second measure, in the same units, sees a reflection beside the always-printed
 (over a value, whose length varies, or over the pattern between rows): a specular spot
 (:func:`spot_cells`), the largest region of the card clipped white with no print left
 in it, where the card's paper away from it is darker. It scores 50 at SPOT_CENTRE_MM2
-(a disc of about 24 mm). An over-exposed photo clips the paper everywhere but keeps
+(a disc of about 24 mm), and only where the light falls off around it: the paper
+just outside the spot is brighter than the paper 8-16 mm out, as it is around a
+reflection, and not where a bright photo clips a stretch of plain paper bounded by the
+print (the back between its emblem and titles), with the paper beyond as light. An
+over-exposed photo clips the paper everywhere but keeps
 the security print's lines, which break the clipped paper up; a white object over the
 card or background past a cut edge is as flat, so the spot does not count where the
 blocking or border integrity alert is raised. The spot needs no field read, so a card
@@ -92,6 +96,12 @@ SPOT_CENTRE_MM2 = 420.0
 SPOT_FAR_MM = 8.0
 SPOT_FAR_MIN_SHARE = 0.15
 SPOT_FAR_LEVEL = 250.0
+# ... and where the light falls off around it: the paper next to the spot (within
+# SPOT_NEAR_MM) is at least SPOT_FALLOFF grey levels brighter than the paper a little
+# further out (SPOT_RING_MM), in the median of the min-channel, text left out.
+SPOT_NEAR_MM = 3.0
+SPOT_RING_MM = (8.0, 16.0)
+SPOT_FALLOFF = 5.0
 
 
 # The back's validity line, once its second date has begun, runs on to here (mm): the
@@ -167,7 +177,9 @@ def spot_cells(ctx: AlertContext) -> float:
     where the card's paper away from it (past SPOT_FAR_MM, text left out) is darker
     than SPOT_FAR_LEVEL: a reflection is light added to one place, while an
     over-exposed photo clips the card's paper everywhere and hides nothing that its
-    print does not still show. Judged on a card nothing could be read from too: the
+    print does not still show; and only where the paper within SPOT_NEAR_MM of it is
+    brighter than the paper in SPOT_RING_MM by SPOT_FALLOFF (added light falls off
+    around its core). Judged on a card nothing could be read from too: the
     card's region does not need its fields."""
     mc = ctx.card_min_channel
     region = ctx.card_region
@@ -197,6 +209,12 @@ def spot_cells(ctx: AlertContext) -> float:
         return 0.0  # the spot is about the whole card: over-exposure, not a spot
     if float(np.median(mc[far])) > SPOT_FAR_LEVEL:
         return 0.0
+    paper = region & (ctx.text_mask == 0)
+    near = paper & (dist > 0) & (dist <= mm(SPOT_NEAR_MM))
+    ring = paper & (dist > mm(SPOT_RING_MM[0])) & (dist <= mm(SPOT_RING_MM[1]))
+    if (near.sum() >= mm(1.0) ** 2 * 10 and ring.sum() >= mm(1.0) ** 2 * 10
+            and float(np.median(mc[near])) - float(np.median(mc[ring])) < SPOT_FALLOFF):
+        return 0.0  # no light falling off around it: a bright stretch of plain paper
     return CENTRE_CELLS * area_mm2 / SPOT_CENTRE_MM2
 
 
