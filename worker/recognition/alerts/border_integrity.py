@@ -17,7 +17,12 @@ the recognised captions (where 姓名, 公民身份号码, 签发机关... are p
 the whole card lies, and that outline is checked too; the visible part is stretched to a
 card's shape along the cut axis only, so the captions are fitted with a scale per axis
 when those scales differ, the larger one measured by the captions, and that fit places
-them closer (:func:`stretched_layout`). Why the photo must confirm it: an
+them closer (:func:`stretched_layout`). The reader's outline can also be read turned or
+sheared a few degrees from the card, its cut-off corner then inside the frame, and the
+captions fitted in the read card inherit that; so the card is also placed in the photo
+by its print alone (:func:`print_outline`, a similarity fitted to the captions and
+titles there). By that outline a shadow darkening the card's edge is still the card's
+paper: its hue is enough there (PRINT_PAPER_AB). Why the photo must confirm it: an
 outline read wrongly (a shadow, a blurred or dim card) or a whole card lying a
 millimetre from the edge also puts outline points on the frame, but there the photo
 shows the card's edge, or background, between the card and the frame. The photo is
@@ -71,6 +76,18 @@ AXIS_SCALE_RANGE = (0.6, 2.5)
 AXIS_SPAN_MM = 10.0
 AXIS_FIT_MM = 2.0  # ... and each caption must then lie within this of its fitted place
 AXIS_DIFFER = 0.08  # scales further apart than this: the per-axis fit is used
+# The card placed by its print alone: a turn, a scale and a shift (a similarity) fitted in
+# the photo to the recognised captions and titles, which the layout fixes on the card.
+# It needs PRINT_ANCHORS of them spanning AXIS_SPAN_MM, each within PRINT_FIT_MM of its
+# fitted place (a misread caption, a card bent by perspective: no answer).
+PRINT_ANCHORS = 3
+PRINT_FIT_MM = 1.5
+# Where the print places the card, the card's paper is told by its colour more loosely:
+# a shadow or the light's fall-off darkens the paper at the card's edge well below the
+# middle of the card (30-45 Lab units of lightness on the tuning photos) but keeps its
+# hue; a background that happens to be as plain as the paper is ruled out by the print.
+PRINT_PAPER_AB = 8.0  # a*b* distance to the middle of the card's paper, at most
+PRINT_PAPER_L = (-60.0, 15.0)  # lightness difference to it (8-bit L), in this range
 # Score 50 at this share of the outline cut off; 2 % of the outline is ~5.5 mm.
 CENTRE_SHARE = 0.06
 WIDTH_SHARE = 0.01
@@ -97,10 +114,11 @@ def _gain(ctx: AlertContext) -> float:
 
 
 def _paper_runs_on(ctx: AlertContext, card_to_photo: np.ndarray, cut: np.ndarray,
-                   lab: np.ndarray, s: float) -> np.ndarray:
+                   lab: np.ndarray, s: float, shaded: bool = False) -> np.ndarray:
     """``cut`` kept only where the card's paper runs on to the frame: walking in from the
     frame edge next to the cut point, the photo shows no edge (no change from the paper
-    PROFILE_MM further in) and that paper is the card's."""
+    PROFILE_MM further in) and that paper is the card's (``shaded``: or the card's
+    paper's hue, darker, as by the outline the print places, PRINT_PAPER_AB/_L)."""
     idx = np.flatnonzero(cut)
     out = np.zeros_like(cut)
     if idx.size == 0:
@@ -125,7 +143,12 @@ def _paper_runs_on(ctx: AlertContext, card_to_photo: np.ndarray, cut: np.ndarray
     inner = profile[:, -max(2, n // 3):].mean(axis=1)
     change = np.linalg.norm(profile - inner[:, None, :], axis=2).max(axis=1)
     card = card_paper_lab(ctx)
-    out[idx] = (change < PAPER_DE) & (np.linalg.norm(inner - card, axis=1) < CARD_PAPER_DE)
+    paper = np.linalg.norm(inner - card, axis=1) < CARD_PAPER_DE
+    if shaded:
+        dl = inner[:, 0] - card[0]
+        paper |= ((np.linalg.norm(inner[:, 1:] - card[1:], axis=1) < PRINT_PAPER_AB)
+                  & (dl > PRINT_PAPER_L[0]) & (dl < PRINT_PAPER_L[1]))
+    out[idx] = (change < PAPER_DE) & paper
     return out
 
 
@@ -196,12 +219,52 @@ def stretched_layout(ctx: AlertContext) -> np.ndarray | None:
     return axes
 
 
+def print_outline(ctx: AlertContext) -> tuple[np.ndarray, float] | None:
+    """Card px -> photo px placing the card by its print alone, and its scale (photo px
+    per mm): the similarity that maps the recognised captions' and titles' places on
+    the layout (:func:`~.base.anchor_pairs`) to where the photo shows them. None when
+    they are fewer than PRINT_ANCHORS, span less than AXIS_SPAN_MM, or one lies further
+    than PRINT_FIT_MM from its fitted place.
+
+    Why: the reader's outline of a cut-off card can be read sheared or turned a few
+    degrees from the card (its visible part is not card-shaped), which puts the cut-off
+    corner inside the frame; the print is where the card is, whatever the outline."""
+    src, dst = anchor_pairs(ctx.lines, ctx.side)
+    if len(src) < PRINT_ANCHORS:
+        return None
+    s_pts = np.array(src, np.float64)
+    if np.ptp(s_pts, axis=0).max() < AXIS_SPAN_MM * PX_PER_MM:
+        return None
+    d_pts = cv2.perspectiveTransform(np.array(dst, np.float64).reshape(-1, 1, 2),
+                                     ctx.card_to_photo).reshape(-1, 2)
+    n = len(s_pts)
+    a = np.zeros((2 * n, 4))
+    a[0::2] = np.c_[s_pts[:, 0], -s_pts[:, 1], np.ones(n), np.zeros(n)]
+    a[1::2] = np.c_[s_pts[:, 1], s_pts[:, 0], np.zeros(n), np.ones(n)]
+    (c, k, tx, ty), *_ = np.linalg.lstsq(a, d_pts.reshape(-1), rcond=None)
+    px_mm = float(np.hypot(c, k)) * PX_PER_MM
+    if not np.isfinite(px_mm) or px_mm <= 1e-3:
+        return None
+    fitted = a @ np.array([c, k, tx, ty])
+    residual = np.linalg.norm((fitted - d_pts.reshape(-1)).reshape(-1, 2), axis=1).max()
+    if residual > PRINT_FIT_MM * px_mm:
+        return None
+    return np.array([[c, -k, tx], [k, c, ty], [0.0, 0.0, 1.0]]), px_mm
+
+
 def cut_off_share(ctx: AlertContext) -> float:
     """Share (0..1) of the card's outline outside the photo or on its edge where the
-    card's paper runs on to the frame: the larger of what the read outline and what
-    the printed captions say."""
+    card's paper runs on to the frame: the largest of what the read outline, the
+    printed captions in the read card and the print alone in the photo
+    (:func:`print_outline`) say."""
     px_mm = ctx.photo_px_per_mm
     lab, s = _photo_lab(ctx)
+    by_print = 0.0
+    placed = print_outline(ctx)
+    if placed is not None:
+        m, print_px_mm = placed
+        cut = outline_cut(ctx.photo.shape, m, -LAYOUT_SLACK_MM * print_px_mm)
+        by_print = float(_paper_runs_on(ctx, m, cut, lab, s, shaded=True).mean())
     by_outline = outline_cut(ctx.photo.shape, ctx.card_to_photo, max(EDGE_MM * px_mm, 1.0))
     # A photo cropped to the card has all four sides on the frame: the card is
     # whole, only framed tightly (scans, auto-cropped uploads).
@@ -216,16 +279,16 @@ def cut_off_share(ctx: AlertContext) -> float:
         # The captions say the card was read stretched along one axis.
         layout = axes
     if np.allclose(layout, np.eye(3)):
-        return float(by_outline.mean())
+        return max(float(by_outline.mean()), by_print)
     by_layout = outline_cut(ctx.photo.shape, ctx.card_to_photo @ layout,
                             -LAYOUT_SLACK_MM * px_mm)
     by_layout = _paper_runs_on(ctx, ctx.card_to_photo @ layout, by_layout, lab, s)
     off_mm = max(abs(layout[0, 0] - 1) * CARD_W_PX, abs(layout[0, 2]),
                  abs(layout[1, 2])) / PX_PER_MM
     if off_mm > MISREAD_MM:
-        # The read outline is not where the card is: the captions alone decide.
-        return float(by_layout.mean())
-    return float(max(by_outline.mean(), by_layout.mean()))
+        # The read outline is not where the card is: the print alone decides.
+        return max(float(by_layout.mean()), by_print)
+    return float(max(by_outline.mean(), by_layout.mean(), by_print))
 
 
 class BorderIntegrityDetector:

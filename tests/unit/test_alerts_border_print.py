@@ -1,0 +1,37 @@
+"""Border integrity by the card's print: the outline the recognised captions and titles
+place in the photo (a turn, a scale and a shift), judged with the paper's hue when a
+shadow darkens the card's edge."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthcard.alerts import make_alert_photo
+
+FLAG = "detect_border_integrity"
+
+
+@pytest.mark.parametrize(("seed", "strength", "side"), [
+    # 2.5 mm off a corner of a card turned 7 degrees: outline read right, but the
+    # paper by the frame is 30-40 L units darker than the card's middle (a shadow).
+    (8100012, 0.0, "back"),
+    # 2.5 mm off the right: the outline is read turned from the card, its right side
+    # inside the frame; the print puts the card's right edge past it.
+    (8100126, 0.0, "back"),
+    # 20 mm off the right, the outline read around more than the card and turned.
+    (8100059, 1.0, "front"),
+])
+def test_border_integrity_places_a_cut_off_card_by_its_print(run_engine, seed, strength,
+                                                               side):
+    case = make_alert_photo(seed, "border_integrity", strength, side)
+    res = run_engine(case.image_bytes, flags={FLAG})["result"]
+    assert res["detect_border_integrity_result"] is True, res["score_info"]
+
+
+@pytest.mark.parametrize(("seed", "side"), [(8100140, "back"), (8100150, "front")])
+def test_border_integrity_by_the_print_is_quiet_on_a_tight_crop(run_engine, seed, side):
+    """A whole card cropped with 0.5-2 mm of background: the print places it inside
+    (its captions and titles are read, so the card is placed by them too)."""
+    case = make_alert_photo(seed, "tight", 0.0, side)
+    res = run_engine(case.image_bytes, flags={FLAG})["result"]
+    assert res["detect_border_integrity_result"] is False, res["score_info"]
