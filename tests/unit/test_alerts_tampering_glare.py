@@ -352,3 +352,40 @@ def test_tampering_judges_the_typesetting_of_an_over_exposed_card_under_glare(mo
     monkeypatch.setattr(glare.GlareDetector, "score", lambda self, ctx: 99)
     assert REGISTRY["tampering"].score(normal) < DEFAULT_THRESHOLDS["tampering"]
     assert REGISTRY["tampering"].score(bright) >= DEFAULT_THRESHOLDS["tampering"]
+
+
+def test_tampering_sees_a_noisy_patch_by_the_fine_lines_it_lacks():
+    """A careful forger's patch: paper colour with noise added, the birth date typed
+    again on it. The residual texture of the noise is as strong as the paper's (the
+    coarse evidence sees nothing), but the security print's fine lines are gone from
+    it: raised. The card as photographed is not."""
+    import cv2
+
+    from worker.recognition.alerts.tampering import CENTRE_LOG_RATIO, TamperingDetector
+
+    case = make_alert_photo(12, "clean", 0.0, "front")
+    image = imageio.load_image(case.image_bytes)
+    corners = np.asarray(case.quads[0], np.float32)
+    card, m = rectify_card(image.bgr, corners)
+    lines = _truth_lines(case, m)
+    # The birth date as the reader boxes it: a little paper around its print.
+    x0, y0 = (int(v) for v in lines[1].quad.min(axis=0))
+    x1, y1 = (int(v) for v in lines[1].quad.max(axis=0))
+    y0, y1 = y0 - 10, y1 + 10
+    lines[1] = TextLine(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32),
+                        lines[1].text, 0.99)
+    patched = card.copy()
+    region = patched[y0 - 6:y1 + 6, x0 - 6:x1 + 6]
+    paper = np.percentile(region.reshape(-1, 3), 90, axis=0)
+    noise = np.random.default_rng(0).normal(0, 2.0, region.shape[:2])[..., None]
+    region[:] = np.clip(paper + noise, 0, 255).astype(np.uint8)
+    for cx in range(x0 + 4, x1 - 16, 48):  # the characters typed on it
+        cv2.rectangle(patched, (cx, y0 + 12), (cx + 16, y1 - 12), (40, 40, 40), -1)
+
+    def ctx(c: np.ndarray) -> AlertContext:
+        return AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=c,
+                                            lines=lines, side="front"))
+
+    assert REGISTRY["tampering"].score(ctx(card)) < DEFAULT_THRESHOLDS["tampering"]
+    assert TamperingDetector().measure(ctx(patched)) > CENTRE_LOG_RATIO  # coarse: nothing
+    assert REGISTRY["tampering"].score(ctx(patched)) >= DEFAULT_THRESHOLDS["tampering"]

@@ -11,7 +11,11 @@ What it measures, three pieces of evidence, the strongest counts:
   the card's median, if that is plainer); only lines where the holder's data is
   printed count (not a caption read alone: the card's own print). A field covered
   with a flat patch of paper colour and typed again has lost that texture right
-  around it: the log ratio inside/ring drops well below zero.
+  around it: the log ratio inside/ring drops well below zero. A careful forger adds
+  noise to the patch, which that residual takes for paper's texture; the same ratio of
+  the band-pass at the scale of the security print's fine lines (Gaussians of 1 and
+  3 px, on paper 5 px and more from ink) still drops, the lines are gone (the weaker
+  evidence: it counts from a lower ratio, and not on paper clipped white).
   Every texture figure carries TEXTURE_FLOOR, what JPEG leaves on flat paper, so that
   plain stretches of a card (no guilloche there) do not give ratios of two nothings.
   Lines whose paper is clipped white, or brighter than the ring's paper, are not
@@ -77,6 +81,19 @@ MIN_PIXELS = 300
 # Grey levels added to every texture figure: what JPEG and a little noise leave on flat
 # paper. Below it a ratio of two textures is a ratio of two nothings.
 TEXTURE_FLOOR = 0.4
+# The fine lines of the card's security print (guilloche, 0.7-2.2 mm apart, drawn thin):
+# the band-pass between Gaussians of FINE_SIGMAS px, on paper FINE_INK_MARGIN px and more
+# from ink (its edges are strong at that scale), with FINE_FLOOR added. A patch of flat
+# colour with noise added (a careful forger's) has the noise's fine texture, which the
+# residual above sees as paper's, but none of the lines. Score 50 at
+# CENTRE_FINE_LOG_RATIO (calibration: legitimate photos to -0.25, a tight crop's name
+# line on a plain stretch; patches the residual misses -0.32 to -0.55).
+FINE_SIGMAS = (1.0, 3.0)
+FINE_INK_MARGIN = 5
+FINE_FLOOR = 0.1
+FINE_MIN_PIXELS = 600
+CENTRE_FINE_LOG_RATIO = -0.30
+WIDTH_FINE_LOG_RATIO = 0.02
 CLIPPED = 250  # grey level: over-exposed, the texture is gone whatever was there
 MAX_CLIPPED = 0.2  # share of a line's paper that may be clipped for it to be judged
 # ... unless the card is over-exposed: this share of its plain paper clipped white.
@@ -225,26 +242,29 @@ def _in_value_zone(ln: TextLine, side: str | None) -> bool:
     return ln.cy >= mm(35)
 
 
-def _paper_masks(ctx: AlertContext) -> tuple[np.ndarray, np.ndarray]:
+def _paper_masks(ctx: AlertContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(the card's paper away from ink, inside the frame; the surroundings of its text
-    lines), card pixels."""
+    lines; the paper FINE_INK_MARGIN px and more from ink, inside the frame, where the
+    band-pass of the fine lines is not the ink's own edge), card pixels."""
     g = ctx.card_gray
     h, w = g.shape
     paper = cv2.dilate(g, np.ones((15, 15), np.uint8))
-    ink = cv2.dilate((g.astype(np.int16) < paper.astype(np.int16) - INK_MARGIN).astype(np.uint8),
-                     np.ones((5, 5), np.uint8))
+    ink = (g.astype(np.int16) < paper.astype(np.int16) - INK_MARGIN).astype(np.uint8)
+    near_ink = cv2.dilate(ink, np.ones((5, 5), np.uint8))
+    k = 2 * FINE_INK_MARGIN + 1
+    far = (cv2.dilate(ink, np.ones((k, k), np.uint8)) == 0) & ctx.in_frame
     lines = np.zeros((h, w), np.uint8)
     for ln in ctx.lines:
         cv2.fillPoly(lines, [np.round(ln.quad).astype(np.int32)], 1)
     near_lines = cv2.dilate(lines, np.ones((11, 11), np.uint8)) > 0
-    background = (ink == 0) & ctx.in_frame
-    return background, near_lines
+    background = (near_ink == 0) & ctx.in_frame
+    return background, near_lines, far
 
 
 def card_clipped(ctx: AlertContext) -> float:
     """The share of the card's plain paper (away from ink and text lines) clipped white:
     OVEREXPOSED and more is a card over-exposed all over."""
-    background, near_lines = _paper_masks(ctx)
+    background, near_lines, _far = _paper_masks(ctx)
     level = ctx.card_gray[background & ~near_lines]
     return float((level >= CLIPPED).mean()) if level.size else 0.0
 
@@ -262,7 +282,9 @@ class TamperingDetector:
             return SCORE_EDITOR
         if not ctx.readable:
             return 0  # no field read: no value line to judge a patch by
-        patch = logistic_score(-self._texture(ctx), -CENTRE_LOG_RATIO, WIDTH_LOG_RATIO)
+        coarse, fine = self._textures(ctx)
+        patch = max(logistic_score(-coarse, -CENTRE_LOG_RATIO, WIDTH_LOG_RATIO),
+                    logistic_score(-fine, -CENTRE_FINE_LOG_RATIO, WIDTH_FINE_LOG_RATIO))
         if patch >= 50 and self._cut_off(ctx):
             patch = 0  # read from what is left of the card, stretched: its texture too
         if patch >= 50:
@@ -309,7 +331,8 @@ class TamperingDetector:
         return ctx.cut_off or BorderIntegrityDetector().score(ctx) >= 50
 
     def explain(self, ctx: AlertContext) -> dict:
-        return {"texture": round(self._texture(ctx), 3),
+        coarse, fine = self._textures(ctx)
+        return {"texture": round(coarse, 3), "fine_lines": round(fine, 3),
                 "shortfall": round(typeset_shortfall(ctx.lines, ctx.side), 3),
                 "typeset": self._typeset_score(ctx)}
 
@@ -322,18 +345,27 @@ class TamperingDetector:
         return GlareDetector().score(ctx) >= 50
 
     def _texture(self, ctx: AlertContext) -> float:
+        return self._textures(ctx)[0]
+
+    def _textures(self, ctx: AlertContext) -> tuple[float, float]:
+        """(the lowest log ratio of the residual texture, of the fine lines' band-pass)
+        inside a value line's box to around it; 0 when no line can be judged."""
         g = ctx.card_gray.astype(np.float32)
         h, w = g.shape
         residual = np.abs(g - cv2.GaussianBlur(g, (0, 0), RESIDUAL_SIGMA))
-        background, near_lines = _paper_masks(ctx)
+        background, near_lines, far = _paper_masks(ctx)
         # The paper's texture over the whole card: a line in a naturally plain stretch
         # of paper must not look pasted just because its neighbourhood is busier.
         plain = residual[background & ~near_lines]
         e_card = float(np.median(plain)) + TEXTURE_FLOOR if plain.size else float("inf")
         plain_level = g[background & ~near_lines]
         card_clipped_share = float((plain_level >= CLIPPED).mean()) if plain_level.size else 0.0
+        fine = np.abs(cv2.GaussianBlur(g, (0, 0), FINE_SIGMAS[0])
+                      - cv2.GaussianBlur(g, (0, 0), FINE_SIGMAS[1]))
+        plain_fine = fine[far & ~near_lines]
+        f_card = float(np.median(plain_fine)) + FINE_FLOOR if plain_fine.size else float("inf")
         glare_raised: bool | None = None
-        lowest = 0.0
+        lowest = lowest_fine = 0.0
         for ln in ctx.lines:
             if ln.height < MIN_LINE_HEIGHT or ln.x1 - ln.x0 < 1.5 * ln.height:
                 continue
@@ -358,7 +390,8 @@ class TamperingDetector:
             # (the ring's brightest), which is lighter than the ring on average.
             paper_in = g[y0:y1, x0:x1][inner]
             clipped_in = float((paper_in >= CLIPPED).mean())
-            if clipped_in > MAX_CLIPPED:
+            whole = clipped_in <= MAX_CLIPPED
+            if not whole:
                 # Glare clips a spot of the card; an over-exposed card is clipped all
                 # over. There a line clipped no less than its ring (a patch of the
                 # paper's brightest colour) is judged, unless glare is raised.
@@ -376,4 +409,13 @@ class TamperingDetector:
             e_in = float(np.median(residual[y0:y1, x0:x1][inner])) + TEXTURE_FLOOR
             e_ring = float(np.median(residual[oy0:oy1, ox0:ox1][ring])) + TEXTURE_FLOOR
             lowest = min(lowest, float(np.log(e_in / min(e_ring, e_card))))
-        return lowest
+            if not whole:
+                continue  # clipped paper has no fine lines left to compare
+            inner_f = far[y0:y1, x0:x1]
+            ring_f = far[oy0:oy1, ox0:ox1] & ~near_lines[oy0:oy1, ox0:ox1] & ~gap
+            if inner_f.sum() < FINE_MIN_PIXELS or ring_f.sum() < MIN_PIXELS:
+                continue
+            f_in = float(np.median(fine[y0:y1, x0:x1][inner_f])) + FINE_FLOOR
+            f_ring = float(np.median(fine[oy0:oy1, ox0:ox1][ring_f])) + FINE_FLOOR
+            lowest_fine = min(lowest_fine, float(np.log(f_in / min(f_ring, f_card))))
+        return lowest, lowest_fine
