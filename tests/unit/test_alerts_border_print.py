@@ -20,6 +20,11 @@ FLAG = "detect_border_integrity"
     (8100126, 0.0, "back"),
     # 20 mm off the right, the outline read around more than the card and turned.
     (8100059, 1.0, "front"),
+    # 2.5 mm off the top of a card read turned 8.6 degrees in its card image: the
+    # lines' leftmost x at their centre height put the captions up to 2 mm off and
+    # held the fit level; the middles of their boxes' left sides place the card.
+    (100372, 0.0, "front"),
+    (8200017, 0.0, "back"),
 ])
 def test_border_integrity_places_a_cut_off_card_by_its_print(run_engine, seed, strength,
                                                                side):
@@ -35,3 +40,27 @@ def test_border_integrity_by_the_print_is_quiet_on_a_tight_crop(run_engine, seed
     case = make_alert_photo(seed, "tight", 0.0, side)
     res = run_engine(case.image_bytes, flags={FLAG})["result"]
     assert res["detect_border_integrity_result"] is False, res["score_info"]
+
+
+def test_print_anchors_take_the_middle_of_a_turned_line_s_start():
+    """A caption line turned 8 degrees: its anchor is the middle of its box's left side,
+    not its leftmost x at its centre height (2 mm lower on a 30 mm line)."""
+    import math
+
+    import numpy as np
+
+    from worker.recognition.alerts.border_integrity import _print_anchors
+    from worker.recognition.ocr import TextLine
+
+    class Ctx:
+        side = "back"
+
+    a = math.radians(8)
+    d, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
+    start = np.array([170.0, 405.0])
+    quad = np.array([start - 15 * n, start + 300 * d - 15 * n, start + 300 * d + 15 * n,
+                     start + 15 * n], np.float32)
+    Ctx.lines = [TextLine(quad, "签发机关", 0.99)]
+    src, dst = _print_anchors(Ctx())
+    assert src == [(170.0, 405.0)]
+    assert np.allclose(dst[0], start, atol=0.5)
