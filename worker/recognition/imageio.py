@@ -77,6 +77,9 @@ class LoadedImage:
     caller needs to map points back to the stored, un-rotated pixel grid.
     ``software`` is the program that last wrote the file as its metadata says (EXIF
     ``Software``, else XMP ``CreatorTool``), or None; the tampering alert reads it.
+    ``jpeg_quant`` is a JPEG's luma quantization table (64 steps, natural row-major
+    order, as Pillow gives it), or None for other formats (and CMYK JPEGs): with it the
+    tampering alert recomputes the quantized DCT coefficients of the stored 8×8 blocks.
     """
 
     bgr: np.ndarray
@@ -85,6 +88,7 @@ class LoadedImage:
     original_size: tuple[int, int]
     orientation: int = 1
     software: str | None = None
+    jpeg_quant: tuple[int, ...] | None = None
 
 
 def _error(code: ErrorCode, message: str) -> ServiceError:
@@ -162,6 +166,7 @@ def _load_image(data: bytes) -> LoadedImage:
         if fmt != "TIFF":
             orientation = applied = _exif_orientation(im)
         software = _software(im)
+        quant = _jpeg_luma_quant(im) if fmt == "JPEG" else None
         pixels, to_bgr = _pixels_8bit(im)
     finally:
         # Release Pillow's copy of the pixels before OpenCV makes the final one: at
@@ -183,6 +188,7 @@ def _load_image(data: bytes) -> LoadedImage:
         original_size=(width, height),
         orientation=applied if transposed else 1,
         software=software,
+        jpeg_quant=quant,
     )
 
 
@@ -212,6 +218,16 @@ _FACTORIES: dict[str, Any] = {
     "BMP": BmpImagePlugin.BmpImageFile,
     "TIFF": TiffImagePlugin.TiffImageFile,
 }
+
+
+def _jpeg_luma_quant(im: ImageFile.ImageFile) -> tuple[int, ...] | None:
+    """A YCbCr or greyscale JPEG's luma quantization table (64 steps, natural order)."""
+    if im.mode not in ("L", "RGB"):
+        return None
+    table = (getattr(im, "quantization", None) or {}).get(0)
+    if table is None or len(table) != 64:
+        return None
+    return tuple(int(v) for v in table)
 
 
 def _open_header_only(fmt: str, data: bytes) -> ImageFile.ImageFile:
