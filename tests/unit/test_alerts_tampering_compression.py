@@ -90,3 +90,16 @@ def test_compression_is_not_judged_off_the_files_grid():
     turned = _context(case, case.image_bytes)
     turned.image = dataclasses.replace(turned.image, exif_transposed=True)
     assert compressed_once(turned) == 0.0
+
+
+def test_a_quantization_table_of_zeros_is_not_judged():
+    """The standard forbids a step of 0, but a decoder reads such a file: it is loaded,
+    its table is not kept (nothing to divide by), and the alert is scored without it."""
+    case = make_alert_photo(3, "clean", side="front")
+    data = bytearray(case.image_bytes)
+    dqt = data.find(b"\xff\xdb")
+    data[dqt + 5:dqt + 5 + 64] = bytes(64)  # the first table's 64 steps
+    ctx = _context(case, bytes(data))
+    assert ctx.image.jpeg_quant is None
+    assert compressed_once(ctx) == 0.0
+    assert not _raised(REGISTRY["tampering"].score(ctx))

@@ -227,7 +227,9 @@ def _jpeg_luma_quant(im: ImageFile.ImageFile) -> tuple[int, ...] | None:
     table = (getattr(im, "quantization", None) or {}).get(0)
     if table is None or len(table) != 64:
         return None
-    return tuple(int(v) for v in table)
+    steps = tuple(int(v) for v in table)
+    # A step of 0 is no quantization (the standard forbids it): nothing to divide by.
+    return steps if min(steps) >= 1 else None
 
 
 def _open_header_only(fmt: str, data: bytes) -> ImageFile.ImageFile:
