@@ -434,9 +434,10 @@ def test_layout_fit_follows_a_card_read_at_half_size():
 
     lines = [line("签发机关", 17.0, 40.5), line("有效期限", 17.0, 47.0)]
     centre = (20 + 0.45 * 530, 30 + 0.45 * 110)
-    lines.append(TextLine(np.array([[centre[0] - 60, centre[1] - 8], [centre[0] + 60, centre[1] - 8],
-                                    [centre[0] + 60, centre[1] + 8], [centre[0] - 60, centre[1] + 8]],
-                                   np.float32), "中华人民共和国", 0.99))
+    (cx, cy) = centre
+    quad = np.array([[cx - 60, cy - 8], [cx + 60, cy - 8], [cx + 60, cy + 8], [cx - 60, cy + 8]],
+                    np.float32)
+    lines.append(TextLine(quad, "中华人民共和国", 0.99))
     m = fit_layout(lines, "back")
     assert m[0, 0] == pytest.approx(0.45, abs=0.01)
     assert m[0, 2] == pytest.approx(20, abs=2) and m[1, 2] == pytest.approx(30, abs=2)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from synthcard.alerts import make_alert_photo
+from worker.recognition import imageio
 from worker.recognition.alerts import DEFAULT_THRESHOLDS, REGISTRY, AlertContext
 from worker.recognition.alerts.tampering import typeset_shortfall
 from worker.recognition.layout import PX_PER_MM
 from worker.recognition.ocr import TextLine
 from worker.recognition.reader import CardRead
 from worker.recognition.rectify import rectify_card
-from worker.recognition import imageio
 
 
 def _line(text: str, x0_mm: float, x1_mm: float, cy_mm: float, h_mm: float = 4.0,
@@ -58,10 +58,16 @@ def test_a_card_read_stretched_is_out_of_step_nowhere():
     assert typeset_shortfall(lines, "front") > 0.25
 
 
-def _context(case, lines: list[TextLine], side: str | None = None) -> AlertContext:
+def _rectified(case):
+    """The photo of ``case``, its true corners, and the card rectified by them."""
     image = imageio.load_image(case.image_bytes)
     corners = np.asarray(case.quads[0], np.float32)
     card, m = rectify_card(image.bgr, corners)
+    return image, corners, card, m
+
+
+def _context(case, lines: list[TextLine], side: str | None = None) -> AlertContext:
+    image, corners, card, m = _rectified(case)
     return AlertContext(image, CardRead(corners=corners, photo_to_card=m, card=card,
                                         lines=lines, side=side or case.side))
 
@@ -88,9 +94,7 @@ def _truth_lines(case, m: np.ndarray, number_end_share: float = 1.0) -> list[Tex
 
 def test_tampering_raises_on_a_field_out_of_the_cards_typesetting():
     case = make_alert_photo(5, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
 
     def score(share: float) -> int:
         read = CardRead(corners=corners, photo_to_card=m, card=card,
@@ -105,9 +109,7 @@ def test_tampering_does_not_judge_the_typesetting_of_a_card_cut_off():
     """A card cut off by the frame, read from what is left of it: its lines end at the
     frame, short of the layout, and that is border integrity's business."""
     case = make_alert_photo(9, "border_integrity", 1.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     read = CardRead(corners=corners, photo_to_card=m, card=card,
                     lines=_truth_lines(case, m, 0.65), side="front")
     ctx = AlertContext(image, read)
@@ -115,7 +117,8 @@ def test_tampering_does_not_judge_the_typesetting_of_a_card_cut_off():
     assert REGISTRY["tampering"].score(ctx) < DEFAULT_THRESHOLDS["tampering"]
 
 
-def _birth_patched(case, m: np.ndarray, card: np.ndarray, text: str) -> tuple[np.ndarray, list[TextLine]]:
+def _birth_patched(case, m: np.ndarray, card: np.ndarray,
+                   text: str) -> tuple[np.ndarray, list[TextLine]]:
     """The card with the paper past 60 % of the birth date's span painted white (a
     patch of the paper's colour on an over-exposed card), and the lines read with the
     birth date ending there, read as ``text``."""
@@ -137,9 +140,7 @@ def test_glare_does_not_count_the_paper_past_a_whole_field_set_short():
     so the layout ends it there: that is the typesetting's business (tampering), not
     light washing print out. The same cells past a date read cut short count."""
     case = make_alert_photo(5, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     y, mo, d = (int(v) for v in case.expected["birth"].split("-"))
 
     def scores(text: str) -> dict[str, int]:
@@ -176,9 +177,7 @@ def test_tampering_does_not_judge_the_typesetting_of_a_card_wrapping_its_address
     one run, its address wrapped after 12 characters); a regular card wraps after 11.
     A temporary card whose title was not read is not judged by the regular layout."""
     case = make_alert_photo(5, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
 
     def score(address: str) -> int:
         lines = _truth_lines(case, m, 0.65)
@@ -193,9 +192,7 @@ def test_tampering_does_not_judge_the_typesetting_of_a_card_wrapping_its_address
 def _flat_patch_over_name(case, lines_share: float = 1.0) -> tuple[AlertContext, AlertContext]:
     """(as photographed, with a flat patch of paper colour over the name line) for the
     card of ``case`` read with the generator's field boxes."""
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     lines = _truth_lines(case, m, lines_share)
     name = lines[0]
     x0, y0 = (int(v) for v in name.quad.min(axis=0))
@@ -232,9 +229,7 @@ def test_glare_needs_a_core_clipped_white():
     an outline read off the card expects print, on a bright card) are not glare; a
     specular reflection clips its core white in all three channels."""
     case = make_alert_photo(5, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     lines = _truth_lines(case, m)
     noise = np.random.default_rng(0).normal(0, 3, card.shape)
 
@@ -259,9 +254,7 @@ def test_glare_beside_an_object_over_the_card():
     import cv2
 
     case = make_alert_photo(5, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     lines = _truth_lines(case, m)
     covered = card.copy()
     cv2.circle(covered, (680, 170), 70, (150, 150, 155), -1)  # a grey coin over the face
@@ -339,9 +332,7 @@ def test_tampering_judges_the_typesetting_of_an_over_exposed_card_under_glare(mo
     from worker.recognition.alerts.tampering import OVEREXPOSED, card_clipped
 
     case = make_alert_photo(5, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     read = CardRead(corners=corners, photo_to_card=m, card=card,
                     lines=_truth_lines(case, m, 0.65), side="front")
     normal = AlertContext(image, read)
@@ -364,9 +355,7 @@ def test_tampering_sees_a_noisy_patch_by_the_fine_lines_it_lacks():
     from worker.recognition.alerts.tampering import CENTRE_LOG_RATIO, TamperingDetector
 
     case = make_alert_photo(12, "clean", 0.0, "front")
-    image = imageio.load_image(case.image_bytes)
-    corners = np.asarray(case.quads[0], np.float32)
-    card, m = rectify_card(image.bgr, corners)
+    image, corners, card, m = _rectified(case)
     lines = _truth_lines(case, m)
     # The birth date as the reader boxes it: a little paper around its print.
     x0, y0 = (int(v) for v in lines[1].quad.min(axis=0))

@@ -473,7 +473,8 @@ class TamperingDetector:
         from worker.recognition.alerts.interim import InterimDetector, wraps_like_temporary
 
         if InterimDetector().score(ctx) >= 50 or wraps_like_temporary(ctx.lines, ctx.side):
-            return 0  # a temporary card (or one that wraps its address as they do): laid out otherwise
+            # A temporary card (or one that wraps its address as they do): laid out otherwise.
+            return 0
         if BlurDetector().measure(ctx) > BLUR_CENTRE_RATIO:
             return 0  # print faint and spread everywhere
         if GlareDetector().score(ctx) >= 50 and card_clipped(ctx) < OVEREXPOSED:
