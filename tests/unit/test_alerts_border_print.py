@@ -64,3 +64,26 @@ def test_print_anchors_take_the_middle_of_a_turned_line_s_start():
     src, dst = _print_anchors(Ctx())
     assert src == [(170.0, 405.0)]
     assert np.allclose(dst[0], start, atol=0.5)
+
+
+@pytest.mark.parametrize("seed", [8800007, 8800043, 8800071])
+def test_border_integrity_keeps_the_read_outline_when_two_captions_disagree(run_engine,
+                                                                            seed):
+    """20 mm off the right of a back: the read outline ends at the frame and the paper
+    runs on there, but the two captions read (签发机关, 有效期限; one box misplaced) fit
+    a layout 5-12 mm off the read card, which threw the read outline away (score 0-5).
+    Two anchors leave nothing to check their fit by, so the read outline still counts."""
+    case = make_alert_photo(seed, "border_integrity", 1.0, "back")
+    res = run_engine(case.image_bytes, flags={FLAG})["result"]
+    assert res["detect_border_integrity_result"] is True, res["score_info"]
+
+
+@pytest.mark.parametrize(("seed", "strength"), [(8800009, 1.0), (8800069, 1.0), (8800084, 2 / 3)])
+def test_border_integrity_judges_a_cut_off_card_that_is_pale_where_read(run_engine, seed,
+                                                                        strength):
+    """14-20 mm off a front: read from what is left (without the portrait, or with
+    background) the card's colour spread is 7.3-9.5, the copy alert's borderline (50-85),
+    and the card was taken for a copy and not judged (score 0)."""
+    case = make_alert_photo(seed, "border_integrity", strength, "front")
+    res = run_engine(case.image_bytes, flags={FLAG})["result"]
+    assert res["detect_border_integrity_result"] is True, res["score_info"]

@@ -28,8 +28,8 @@ millimetre from the edge also puts outline points on the frame, but there the ph
 shows the card's edge, or background, between the card and the frame. The photo is
 judged at the exposure that puts the card's paper at a standard white: on a dim photo
 the card's edge against a dark background is otherwise too small a difference. Not
-judged (score 0): a read black-and-white copy (the copy alert's decision point), where
-the sheet's paper around the card is the card's own grey.
+judged (score 0): a read black-and-white copy (a clear one, COPY_CLEAR), where the
+sheet's paper around the card is the card's own grey.
 """
 
 from __future__ import annotations
@@ -68,8 +68,15 @@ CARD_PAPER_DE = 30.0  # ... and the looser one to the paper in the middle of the
 # mildest cuts, 2.5 mm at a rotated card's corner, where the outline passes the frame
 # by less than that.)
 LAYOUT_SLACK_MM = 1.0
-# Captions this far (mm) from where the outline puts them mean the outline is wrong.
+# Captions this far (mm) from where the outline puts them mean the outline is wrong ...
 MISREAD_MM = 4.0
+# ... when at least this many anchors say so. Two (the back's two captions, or one and a
+# title) fit a scale and a shift with nothing left over to check them: one box misplaced
+# (a caption merged with its value and trimmed to the value's column, a caption split in
+# two) moves that fit by 5-12 mm, and the read outline, cut where the frame cuts the
+# card, was then thrown away (20 mm cuts of backs scored 0-5). With fewer, the read
+# outline still counts (the photo must still confirm it there).
+MISREAD_ANCHORS = 3
 # A card cut off is often read from its visible part, stretched to a card's shape: its
 # print is then larger along the cut axis only. When one scale does not fit the
 # captions, a scale per axis in this range is fitted (1 along an axis they do not span
@@ -90,6 +97,11 @@ PRINT_FIT_MM = 1.5
 # hue; a background that happens to be as plain as the paper is ruled out by the print.
 PRINT_PAPER_AB = 8.0  # a*b* distance to the middle of the card's paper, at most
 PRINT_PAPER_L = (-60.0, 15.0)  # lightness difference to it (8-bit L), in this range
+# Not judged on a read copy: the copy alert's score at least this (a chroma spread under
+# about 6.8). Copies score 95-99 (spread 0-6); a front cut off by 14-20 mm and read from
+# its part without the portrait, or with background, measured 7.3-9.5 (copy 50-85) and
+# was not judged although 21-40 % of its outline was cut.
+COPY_CLEAR = 90
 # Score 50 at this share of the outline cut off; 2 % of the outline is ~5.5 mm.
 CENTRE_SHARE = 0.06
 WIDTH_SHARE = 0.01
@@ -314,7 +326,7 @@ def cut_off_share(ctx: AlertContext) -> float:
     by_layout = _paper_runs_on(ctx, ctx.card_to_photo @ layout, by_layout, lab, s)
     off_mm = max(abs(layout[0, 0] - 1) * CARD_W_PX, abs(layout[0, 2]),
                  abs(layout[1, 2])) / PX_PER_MM
-    if off_mm > MISREAD_MM:
+    if off_mm > MISREAD_MM and len(anchor_pairs(ctx.lines, ctx.side)[0]) >= MISREAD_ANCHORS:
         # The read outline is not where the card is: the print alone decides.
         return max(float(by_layout.mean()), by_print)
     return float(max(by_outline.mean(), by_layout.mean(), by_print))
@@ -325,11 +337,13 @@ class BorderIntegrityDetector:
 
     def measure(self, ctx: AlertContext) -> float:
         """Share (0..1) of the card's outline cut off (:func:`cut_off_share`); 0 for a
-        read black-and-white copy (the copy alert's decision point): the sheet's paper
-        lies around the card in the card's own grey, so "the card's paper runs on to
-        the frame" says nothing there. (A card nothing was read from is not judged a
-        copy here: its colour is measured through the locator's rough outline.)"""
-        if ctx.readable and CopyDetector().score(ctx) >= 50:
+        read black-and-white copy: the sheet's paper lies around the card in the
+        card's own grey, so "the card's paper runs on to the frame" says nothing there.
+        Only a clear copy (COPY_CLEAR): a card cut off is read from what is left of it,
+        and that part can be as pale as a copy's borderline. (A card nothing was read
+        from is not judged a copy here: its colour is measured through the locator's
+        rough outline.)"""
+        if ctx.readable and CopyDetector().score(ctx) >= COPY_CLEAR:
             return 0.0
         return ctx.cut_off_share
 
