@@ -49,21 +49,20 @@ def test_print_anchors_take_the_middle_of_a_turned_line_s_start():
 
     import numpy as np
 
-    from worker.recognition.alerts.border_integrity import _print_anchors
+    from worker.recognition.alerts.base import anchor_pairs
     from worker.recognition.ocr import TextLine
-
-    class Ctx:
-        side = "back"
 
     a = math.radians(8)
     d, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
     start = np.array([170.0, 405.0])
     quad = np.array([start - 15 * n, start + 300 * d - 15 * n, start + 300 * d + 15 * n,
                      start + 15 * n], np.float32)
-    Ctx.lines = [TextLine(quad, "签发机关", 0.99)]
-    src, dst = _print_anchors(Ctx())
+    lines = [TextLine(quad, "签发机关", 0.99)]
+    src, dst = anchor_pairs(lines, "back", box_sides=True)
     assert src == [(170.0, 405.0)]
     assert np.allclose(dst[0], start, atol=0.5)
+    # Without box_sides, the leftmost x at the centre height: well off the start.
+    assert not np.allclose(anchor_pairs(lines, "back")[1][0], start, atol=0.5)
 
 
 @pytest.mark.parametrize("seed", [8800007, 8800043, 8800071])

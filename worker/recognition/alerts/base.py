@@ -137,26 +137,39 @@ def fit_layout(lines: list[TextLine], side: str | None) -> np.ndarray:
     return np.array([[scale, 0, shift[0]], [0, scale, shift[1]], [0, 0, 1]])
 
 
-def anchor_pairs(lines: list[TextLine], side: str | None,
+def anchor_pairs(lines: list[TextLine], side: str | None, box_sides: bool = False,
                  ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """(layout points, card points): where the recognised captions, titles and the
-    number are printed on the published layout and where this card image shows them."""
+    number are printed on the published layout and where this card image shows them.
+
+    A line's start is its leftmost x at its centre height (its end: the rightmost x), a
+    title's place its box's centre; with ``box_sides``, the middle of its box's left
+    (right) side and the mean of its corners. On a line read turned a few degrees those
+    differ by up to 2 mm across, and the number's two ends at one height would hold a
+    fitted turn at the read card's (border integrity's fit in the photo needs the turn)."""
     src, dst = [], []
     for ln in lines:
         text = ln.text
+        if box_sides:
+            q = np.asarray(ln.quad, np.float64)
+            (lx, ly), (rx, ry) = (q[0] + q[3]) / 2, (q[1] + q[2]) / 2
+            start, end = (float(lx), float(ly)), (float(rx), float(ry))
+            centre = (float(q[:, 0].mean()), float(q[:, 1].mean()))
+        else:
+            start, end, centre = (ln.x0, ln.cy), (ln.x1, ln.cy), (ln.cx, ln.cy)
         for label, x, y, value_x in _ANCHORS.get(side or "", ()):
             if text.startswith(label):
                 trimmed = ln.label_merged and len(text) > len(label)
                 src.append(((value_x if trimmed else x) * PX_PER_MM, y * PX_PER_MM))
-                dst.append((ln.x0, ln.cy))
+                dst.append(start)
         for title, x, y in _CENTRED.get(side or "", ()):
             if text == title:
                 src.append((x * PX_PER_MM, y * PX_PER_MM))
-                dst.append((ln.cx, ln.cy))
+                dst.append(centre)
         digits = sum(ch.isdigit() for ch in text)
         if side == "front" and digits >= 15 and ln.cy > 40 * PX_PER_MM:
             src += [(29.5 * PX_PER_MM, 46.5 * PX_PER_MM), (77.5 * PX_PER_MM, 46.5 * PX_PER_MM)]
-            dst += [(ln.x0, ln.cy), (ln.x1, ln.cy)]
+            dst += [start, end]
     return src, dst
 
 

@@ -38,8 +38,6 @@ import cv2
 import numpy as np
 
 from worker.recognition.alerts.base import (
-    _ANCHORS,
-    _CENTRED,
     OUTLINE_POINTS,
     OUTLINE_SIDES,
     AlertContext,
@@ -233,44 +231,17 @@ def stretched_layout(ctx: AlertContext) -> np.ndarray | None:
     return axes
 
 
-def _print_anchors(ctx: AlertContext,
-                   ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(layout points, card points) as :func:`~.base.anchor_pairs` pairs them, but a
-    line's start is the middle of its box's left side (and the number's end that of its
-    right side), not its leftmost x at its centre height: on a line read turned a few
-    degrees those differ by up to 2 mm across, and the number's two ends at one height
-    would hold the fitted turn at the read card's."""
-    src, dst = [], []
-    for ln in ctx.lines:
-        text, q = ln.text, np.asarray(ln.quad, np.float64)
-        left, right = (q[0] + q[3]) / 2, (q[1] + q[2]) / 2
-        for label, x, y, value_x in _ANCHORS.get(ctx.side or "", ()):
-            if text.startswith(label):
-                trimmed = ln.label_merged and len(text) > len(label)
-                src.append(((value_x if trimmed else x) * PX_PER_MM, y * PX_PER_MM))
-                dst.append((float(left[0]), float(left[1])))
-        for title, x, y in _CENTRED.get(ctx.side or "", ()):
-            if text == title:
-                src.append((x * PX_PER_MM, y * PX_PER_MM))
-                dst.append((float(q[:, 0].mean()), float(q[:, 1].mean())))
-        digits = sum(ch.isdigit() for ch in text)
-        if ctx.side == "front" and digits >= 15 and ln.cy > 40 * PX_PER_MM:
-            src += [(29.5 * PX_PER_MM, 46.5 * PX_PER_MM), (77.5 * PX_PER_MM, 46.5 * PX_PER_MM)]
-            dst += [(float(left[0]), float(left[1])), (float(right[0]), float(right[1]))]
-    return src, dst
-
-
 def print_outline(ctx: AlertContext) -> tuple[np.ndarray, float] | None:
     """Card px -> photo px placing the card by its print alone, and its scale (photo px
     per mm): the similarity that maps the recognised captions' and titles' places on
-    the layout (:func:`_print_anchors`) to where the photo shows them. None when
-    they are fewer than PRINT_ANCHORS, span less than AXIS_SPAN_MM, or one lies further
-    than PRINT_FIT_MM from its fitted place.
+    the layout (:func:`~.base.anchor_pairs`, by their boxes' sides) to where the photo
+    shows them. None when they are fewer than PRINT_ANCHORS, span less than
+    AXIS_SPAN_MM, or one lies further than PRINT_FIT_MM from its fitted place.
 
     Why: the reader's outline of a cut-off card can be read sheared or turned a few
     degrees from the card (its visible part is not card-shaped), which puts the cut-off
     corner inside the frame; the print is where the card is, whatever the outline."""
-    src, dst = _print_anchors(ctx)
+    src, dst = anchor_pairs(ctx.lines, ctx.side, box_sides=True)
     if len(src) < PRINT_ANCHORS:
         return None
     s_pts = np.array(src, np.float64)

@@ -204,12 +204,12 @@ def spot_cells(ctx: AlertContext) -> float:
     area_mm2 = float(spot.sum()) / (mm(1.0) ** 2)
     # Distance (card px) from the spot: the paper further than SPOT_FAR_MM away.
     dist = cv2.distanceTransform((spot == 0).astype(np.uint8), cv2.DIST_L2, 3)
-    far = region & (ctx.text_mask == 0) & (dist > mm(SPOT_FAR_MM))
+    paper = region & (ctx.text_mask == 0)
+    far = paper & (dist > mm(SPOT_FAR_MM))
     if far.sum() < SPOT_FAR_MIN_SHARE * region.sum():
         return 0.0  # the spot is about the whole card: over-exposure, not a spot
     if float(np.median(mc[far])) > SPOT_FAR_LEVEL:
         return 0.0
-    paper = region & (ctx.text_mask == 0)
     near = paper & (dist > 0) & (dist <= mm(SPOT_NEAR_MM))
     ring = paper & (dist > mm(SPOT_RING_MM[0])) & (dist <= mm(SPOT_RING_MM[1]))
     if (near.sum() >= mm(1.0) ** 2 * 10 and ring.sum() >= mm(1.0) ** 2 * 10

@@ -313,7 +313,11 @@ def card_clipped(ctx: AlertContext) -> float:
     """The share of the card's plain paper (away from ink and text lines) clipped white:
     OVEREXPOSED and more is a card over-exposed all over."""
     background, near_lines, _far = _paper_masks(ctx)
-    level = ctx.card_gray[background & ~near_lines]
+    return _clipped_share(ctx.card_gray, background & ~near_lines)
+
+
+def _clipped_share(gray: np.ndarray, plain: np.ndarray) -> float:
+    level = gray[plain]
     return float((level >= CLIPPED).mean()) if level.size else 0.0
 
 
@@ -532,8 +536,7 @@ class TamperingDetector:
         # of paper must not look pasted just because its neighbourhood is busier.
         plain = residual[background & ~near_lines]
         e_card = float(np.median(plain)) + TEXTURE_FLOOR if plain.size else float("inf")
-        plain_level = g[background & ~near_lines]
-        card_clipped_share = float((plain_level >= CLIPPED).mean()) if plain_level.size else 0.0
+        card_clipped_share = _clipped_share(ctx.card_gray, background & ~near_lines)
         fine = np.abs(cv2.GaussianBlur(g, (0, 0), FINE_SIGMAS[0])
                       - cv2.GaussianBlur(g, (0, 0), FINE_SIGMAS[1]))
         plain_fine = fine[far & ~near_lines]
